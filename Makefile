@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` (set up, train + evaluate on the embedded demo data)
+# and `make test` (set up, run the tests). Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pinned here (not in setup.cfg) so pip takes the builds on this machine's disk instead of
+# downloading a newer torch; setup.cfg keeps honest ranges for users elsewhere.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+NPROC ?= 2
+
+.PHONY: setup test test-fast demo lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_PINS)
+	$(BIN)/pip install --quiet -e '.[test,plot]'
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+demo: setup
+	$(BIN)/python tools/demo.py --nproc $(NPROC)
+
+clean:
+	rm -rf $(VENV) runs data/demo

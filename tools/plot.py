@@ -1,0 +1,100 @@
+"""Plot what ZENITH did: LR, ratio, gradient norm, loss per iteration and mAP per epoch.
+
+    python tools/plot.py runs/demo_zenith runs/demo_sgd --out runs/compare.png
+
+Each argument is a run directory (or its metrics.jsonl); several runs are overlaid, labelled by
+directory name. Needs matplotlib (`pip install -e '.[plot]'`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from zenith_det.metrics_log import read_metrics  # noqa: E402
+
+PANELS = (
+    ("lr", "learning rate"),
+    ("zenith_ratio", "ZENITH ratio mu/Z"),
+    ("grad_norm", "gradient norm"),
+    ("loss", "loss"),
+)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The plot command's arguments."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run directories or metrics.jsonl files")
+    parser.add_argument("--out", default=None, help="PNG path (default: <first run>/training.png)")
+    return parser
+
+
+def load_run(path: str) -> tuple[str, list[dict], list[dict]]:
+    """(label, train records, eval records) of one run."""
+    file = Path(path)
+    if file.is_dir():
+        file = file / "metrics.jsonl"
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: no metrics.jsonl")
+    records = read_metrics(file)
+    label = file.parent.name
+    return label, [r for r in records if r["type"] == "train"], [r for r in records if r["type"] == "eval"]
+
+
+def plot_runs(runs: list[tuple[str, list[dict], list[dict]]], out: Path) -> Path:
+    """Draw the five panels for every run and save the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4))
+    for label, train, evals in runs:
+        steps = [r["step"] for r in train]
+        for ax, (key, title) in zip(axes[:4], PANELS, strict=True):
+            values = [r.get(key) for r in train]
+            if any(v is not None for v in values):
+                ax.plot(steps, [float("nan") if v is None else v for v in values], label=label)
+            if key == "grad_norm":
+                means = [r.get("grad_norm_window_mean") for r in train]
+                if any(m is not None for m in means):
+                    ax.plot(steps, [float("nan") if m is None else m for m in means],
+                            linestyle="--", label=f"{label} (window mean)")
+            ax.set_title(title)
+            ax.set_xlabel("iteration")
+        _plot_map(axes[4], label, evals)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _plot_map(ax, label: str, evals: list[dict]) -> None:
+    epochs = [r["epoch"] + 1 for r in evals]
+    ax.plot(epochs, [r["primary_AP"] for r in evals], marker="o", label=label)
+    ax.set_title("primary AP (val)")
+    ax.set_xlabel("epoch")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        runs = [load_run(p) for p in args.runs]
+    except (FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "training.png"
+    print(plot_runs(runs, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Checkpoints that survive crashes and load with `torch.load(weights_only=True)`.
+
+A checkpoint is a dict of plain tensors, dicts, lists, ints, floats and strings (never an argparse
+Namespace or a dataclass), so the safe loader reads it. Files are written to a temporary name in
+the same directory, fsynced, then renamed over the target: a reader sees the old file or the new
+one, never half of one. Periodic snapshots and best.pth are hard links to the file just written
+(snapshots are never modified in place, so sharing the inode is safe and costs no extra I/O).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LAST = "last.pth"
+BEST = "best.pth"
+_SNAPSHOT = re.compile(r"^model_e(\d+)_i(\d+)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit: the message says which file and why."""
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """Write `obj` with torch.save so that `path` is either the old or the complete new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_link(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        # File systems without hard links: copy through the same atomic path.
+        atomic_save(load_checkpoint(src), dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with the safe loader onto the CPU, or raise CheckpointError saying why."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})")
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
+    return obj
+
+
+def find_latest(output_dir: str | Path) -> Path | None:
+    """The checkpoint `--resume` without a path continues from: last.pth in `output_dir`."""
+    last = Path(output_dir) / LAST
+    return last if last.is_file() else None
+
+
+class CheckpointManager:
+    """Writes last.pth every time, keeps the newest `keep_last` snapshots, and best.pth."""
+
+    def __init__(self, output_dir: str | Path, keep_last: int) -> None:
+        self.dir = Path(output_dir)
+        self.keep_last = keep_last
+
+    def save(self, state: Mapping[str, Any], snapshot: bool, is_best: bool) -> Path:
+        """Write `state` as last.pth; also as a numbered snapshot and/or best.pth when asked."""
+        last = atomic_save(dict(state), self.dir / LAST)
+        if snapshot:
+            name = f"model_e{state['epoch']:04d}_i{state['iter_in_epoch']:06d}.pth"
+            _atomic_link(last, self.dir / name)
+            self._prune()
+        if is_best:
+            _atomic_link(last, self.dir / BEST)
+        return last
+
+    def snapshots(self) -> list[Path]:
+        """Periodic snapshots, oldest first."""
+        found = [p for p in self.dir.glob("model_e*_i*.pth") if _SNAPSHOT.match(p.name)]
+        return sorted(found, key=lambda p: tuple(int(g) for g in _SNAPSHOT.match(p.name).groups()))
+
+    def _prune(self) -> None:
+        for old in self.snapshots()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch CPU/CUDA, Python, NumPy) as safe-loadable values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Put back the RNG states captured by `capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    keys = state["numpy_keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

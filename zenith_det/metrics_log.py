@@ -1,0 +1,54 @@
+"""metrics.jsonl: one JSON record per log period and per evaluation, written by rank 0 only."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsWriter:
+    """Appends JSON records to `<output_dir>/metrics.jsonl`; a no-op on non-main ranks."""
+
+    def __init__(self, path: str | Path, enabled: bool) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and flush, so a crash loses at most the record being written."""
+        if not self.enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(_finite_or_str(record), sort_keys=True) + "\n")
+
+    def truncate_after(self, global_step: int) -> None:
+        """On resume, drop records newer than the checkpoint so the file reads as one run."""
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= global_step]
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+
+
+def _finite_or_str(value: Any) -> Any:
+    # JSON has no NaN/inf; keep them visible as strings rather than writing invalid JSON.
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_or_str(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_str(v) for v in value]
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl, skipping a torn last line left by a crash."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records

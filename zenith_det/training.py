@@ -1,0 +1,312 @@
+"""A whole training job: set-up from the config, the epoch loop, evaluation, checkpoints.
+
+`tools/train.py` parses arguments and calls `run_training`; everything a run does is visible in
+this file from top to bottom: distributed start-up, seeding, data, model, optimizer, resume,
+then epochs of train -> evaluate -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from zenith_det import checkpoint as ckpt
+from zenith_det import distributed as dist_utils
+from zenith_det.config import (
+    Config,
+    config_diff,
+    config_from_dict,
+    config_to_dict,
+    iou_types_for,
+    model_task,
+    primary_metric,
+    save_config,
+)
+from zenith_det.data import (
+    build_train_loader,
+    build_val_loader,
+    check_annotations_match_model,
+    ensure_demo_dataset,
+)
+from zenith_det.engine import Progress, StopFlag, TrainLoop, train_one_epoch
+from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
+from zenith_det.metrics_log import MetricsWriter
+from zenith_det.models import build_model, describe_state_dict_mismatch
+from zenith_det.solver import build_optimizer, build_scheduler
+
+
+class SetupError(RuntimeError):
+    """A problem found before training starts (ranks disagree, checkpoint does not fit)."""
+
+
+@dataclass
+class Job:
+    """The objects a run is made of, built once by `_build_job`."""
+
+    cfg: Config
+    info: dist_utils.DistInfo
+    model: nn.Module  # DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    train_loader: Any
+    val_loader: Any
+    manager: ckpt.CheckpointManager
+    writer: MetricsWriter
+    progress: Progress
+
+    @property
+    def bare_model(self) -> nn.Module:
+        """The model without its DDP wrapper (what checkpoints store)."""
+        return getattr(self.model, "module", self.model)
+
+
+def run_training(cfg: Config, resume: str | bool | None = None, after_backward=None) -> dict:
+    """Train (or continue) the job described by `cfg`; returns the final summary dict."""
+    info = dist_utils.init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
+    dist_utils.setup_logging(info.rank)
+    try:
+        job = _build_job(cfg, info)
+        if resume:
+            _resume(job, resume)
+        _write_run_files(job)
+        stop = _install_sigterm_handler()
+        return _train_epochs(job, stop, after_backward)
+    finally:
+        dist_utils.cleanup()
+
+
+def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
+    _check_ranks_agree(cfg)
+    _prepare_data(cfg, info)
+    _seed_everything(cfg.train.seed, cfg.train.deterministic)
+    train_loader = build_train_loader(cfg, info.rank, info.world_size)
+    val_loader = build_val_loader(cfg, info.rank, info.world_size)
+    _check_same_dataset_size(len(train_loader.dataset), len(val_loader.dataset))
+    model = build_model(cfg.model).to(info.device)  # same seed on every rank: same init
+    # From here each rank draws its own random numbers (RPN/ROI sampling).
+    _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
+    optimizer = build_optimizer(cfg, model, info.world_size)
+    scheduler = build_scheduler(cfg, optimizer, len(train_loader))
+    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp and info.device.type == "cuda")
+    return Job(
+        cfg=cfg, info=info, model=_wrap_ddp(cfg, model, info), optimizer=optimizer,
+        scheduler=scheduler, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
+        manager=ckpt.CheckpointManager(cfg.output_dir, cfg.train.keep_last),
+        writer=MetricsWriter(Path(cfg.output_dir) / "metrics.jsonl", info.is_main),
+        progress=Progress(),
+    )
+
+
+def _check_ranks_agree(cfg: Config) -> None:
+    digest = hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True).encode()).hexdigest()
+    digests = dist_utils.all_gather_object(digest)
+    bad = [rank for rank, d in enumerate(digests) if d != digests[0]]
+    if bad:
+        raise SetupError(f"ranks {bad} resolved a different config than rank 0; check --set/files")
+
+
+def _check_same_dataset_size(train_size: int, val_size: int) -> None:
+    sizes = dist_utils.all_gather_object((train_size, val_size))
+    if any(s != sizes[0] for s in sizes):
+        raise SetupError(f"ranks see different dataset sizes (train, val): {sizes}")
+
+
+def _prepare_data(cfg: Config, info: dist_utils.DistInfo) -> None:
+    if cfg.data.demo and info.is_main:
+        ensure_demo_dataset(cfg.data)
+    dist_utils.barrier()  # the other ranks read the demo files only once rank 0 wrote them
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _wrap_ddp(cfg: Config, model: nn.Module, info: dist_utils.DistInfo) -> nn.Module:
+    if info.world_size == 1:
+        return model
+    if cfg.model.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def _resume(job: Job, resume: str | bool) -> None:
+    path = ckpt.find_latest(job.cfg.output_dir) if resume is True else Path(resume)
+    if path is None:
+        raise SetupError(f"--resume: no last.pth in {job.cfg.output_dir}")
+    state = ckpt.load_checkpoint(path)
+    problems = describe_state_dict_mismatch(job.bare_model, state["model"])
+    if problems:
+        raise ckpt.CheckpointError(f"{path}: checkpoint does not fit the model: {problems[:5]}")
+    job.bare_model.load_state_dict(state["model"])
+    job.optimizer.load_state_dict(state["optimizer"])
+    if job.scheduler is not None and state.get("scheduler") is not None:
+        job.scheduler.load_state_dict(state["scheduler"])
+    job.scaler.load_state_dict(state["scaler"])
+    job.progress.load_state_dict(state["progress"])
+    rng = state["rng"]
+    ckpt.restore_rng_state(rng[job.info.rank] if job.info.rank < len(rng) else rng[0])
+    _warn_config_changes(path, state["config"], job.cfg)
+    job.writer.truncate_after(job.progress.global_step)
+    dist_utils.get_logger().info(
+        "resumed from %s at epoch %d, iteration %d", path, job.progress.epoch,
+        job.progress.iter_in_epoch,
+    )
+
+
+def _warn_config_changes(path: Path, saved: dict, cfg: Config) -> None:
+    changes = config_diff(config_from_dict(saved, source=str(path)), cfg)
+    if changes:
+        dist_utils.get_logger().warning(
+            "resuming with a config that differs from the checkpoint's: %s", "; ".join(changes)
+        )
+
+
+def _write_run_files(job: Job) -> None:
+    if job.info.is_main:
+        Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml")
+
+
+def _install_sigterm_handler() -> StopFlag:
+    stop = StopFlag()
+
+    def _handler(signum: int, frame: Any) -> None:
+        # Only a flag: the loop checkpoints at the next iteration boundary, on every rank.
+        stop.requested = True
+
+    signal.signal(signal.SIGTERM, _handler)
+    return stop
+
+
+def _train_epochs(job: Job, stop: StopFlag, after_backward) -> dict:
+    cfg, progress = job.cfg, job.progress
+    loop = TrainLoop(
+        cfg=cfg, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
+        scaler=job.scaler, loader=job.train_loader, device=job.info.device, writer=job.writer,
+        save_checkpoint=lambda: _save(job, snapshot=False, is_best=False), stop=stop,
+        show_progress=job.info.is_main, after_backward=after_backward,
+    )
+    metrics: dict = {}
+    while progress.epoch < cfg.train.epochs:
+        job.train_loader.set_epoch(progress.epoch)
+        job.train_loader.set_start_iter(progress.iter_in_epoch)
+        if not train_one_epoch(loop, progress):
+            dist_utils.get_logger().info("stop requested: checkpoint saved, exiting")
+            return {"stopped": True, "progress": progress.state_dict()}
+        metrics, is_best = _maybe_evaluate(job, metrics)
+        progress.epoch += 1
+        progress.iter_in_epoch = 0
+        _save(job, snapshot=_snapshot_due(cfg, progress.epoch), is_best=is_best)
+    return _finish(job, metrics)
+
+
+def _snapshot_due(cfg: Config, epochs_done: int) -> bool:
+    return epochs_done % cfg.train.checkpoint_period == 0 or epochs_done == cfg.train.epochs
+
+
+def _eval_due(cfg: Config, epoch: int) -> bool:
+    last = epoch + 1 == cfg.train.epochs
+    return last or (cfg.train.eval_period > 0 and (epoch + 1) % cfg.train.eval_period == 0)
+
+
+def _maybe_evaluate(job: Job, previous: dict) -> tuple[dict, bool]:
+    if not _eval_due(job.cfg, job.progress.epoch):
+        return previous, False
+    result = evaluate(job)
+    key = primary_metric(job.cfg.model.arch)
+    score = result.metrics[key]["AP"]
+    best = job.progress.best_metric
+    is_best = best is None or score > best
+    if is_best:
+        job.progress.best_metric = score
+    job.writer.write({
+        "type": "eval", "epoch": job.progress.epoch, "step": job.progress.global_step,
+        "metrics": result.metrics, "primary": key, "primary_AP": score,
+    })
+    if job.info.is_main:
+        write_report(result, Path(job.cfg.output_dir) / "eval")
+        dist_utils.get_logger().info("epoch %d evaluation\n%s", job.progress.epoch, format_table(result))
+    return result.metrics, is_best
+
+
+def evaluate(job: Job):
+    """COCO evaluation of the current model on the val set (every rank takes part)."""
+    cfg = job.cfg
+    evaluator = CocoEvaluator(
+        job.val_loader.dataset.coco, iou_types_for(cfg.model.arch),
+        kpt_oks_sigmas=cfg.data.kpt_oks_sigmas, backend=cfg.eval.backend,
+    )
+    return evaluate_model(
+        job.model, job.val_loader, evaluator, job.info.device, amp=cfg.train.amp,
+        progress=job.info.is_main,
+    )
+
+
+def _save(job: Job, snapshot: bool, is_best: bool) -> None:
+    # Every rank's RNG state travels to rank 0 so a resumed DDP run redraws the same samples.
+    rng_states = dist_utils.gather_object_to_main(ckpt.capture_rng_state())
+    if job.info.is_main:
+        state = {
+            "model": job.bare_model.state_dict(),
+            "optimizer": job.optimizer.state_dict(),
+            "scheduler": job.scheduler.state_dict() if job.scheduler is not None else None,
+            "scaler": job.scaler.state_dict(),
+            "progress": job.progress.state_dict(),
+            "rng": rng_states,
+            "config": config_to_dict(job.cfg),
+            "arch": job.cfg.model.arch,
+            "epoch": job.progress.epoch,
+            "iter_in_epoch": job.progress.iter_in_epoch,
+        }
+        job.manager.save(state, snapshot=snapshot, is_best=is_best)
+    dist_utils.barrier()
+
+
+def _finish(job: Job, metrics: dict) -> dict:
+    summary = {
+        "arch": job.cfg.model.arch,
+        "task": model_task(job.cfg.model.arch),
+        "epochs": job.cfg.train.epochs,
+        "global_step": job.progress.global_step,
+        "skipped_nonfinite": job.progress.skipped_nonfinite,
+        "best_primary_AP": job.progress.best_metric,
+        "final_metrics": metrics,
+        "output_dir": str(job.cfg.output_dir),
+    }
+    if job.info.is_main:
+        (Path(job.cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(format_summary(summary), flush=True)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """The end-of-run table: one row per iou type with the headline stats."""
+    lines = [
+        f"{summary['arch']}: {summary['epochs']} epochs, {summary['global_step']} iterations, "
+        f"{summary['skipped_nonfinite']} skipped, output in {summary['output_dir']}",
+        "| iou type | AP | AP50 | AP75 | APs | APm | APl |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for iou_type, stats in summary["final_metrics"].items():
+        cells = [f"{stats[k]:.4f}" if k in stats else "-" for k in _SUMMARY_STATS]
+        lines.append(f"| {iou_type} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+_SUMMARY_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
