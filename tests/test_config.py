@@ -134,7 +134,9 @@ def test_base_cycle_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / "b.yaml", "train:\n  epochs: 2\n_base_: a.yaml\n")
     message = error_of(tmp_path / "a.yaml")
     assert "b.yaml:3: _base_: inheritance cycle" in message
-    assert message.endswith("a.yaml -> " + str(tmp_path / "b.yaml") + " -> " + str(tmp_path / "a.yaml"))
+    assert message.endswith(
+        "a.yaml -> " + str(tmp_path / "b.yaml") + " -> " + str(tmp_path / "a.yaml")
+    )
 
 
 def test_base_missing_and_malformed(tmp_path: Path) -> None:
@@ -146,16 +148,20 @@ def test_base_missing_and_malformed(tmp_path: Path) -> None:
 
 def test_error_in_base_names_base_file_and_line(tmp_path: Path) -> None:
     write(tmp_path / "base.yaml", "optimizer:\n  name: sgd\n  lr: -0.5\n")
-    child = write(tmp_path / "sub" / "c.yaml", "_base_: ../base.yaml\noptimizer:\n  momentum: 0.5\n")
+    child = write(
+        tmp_path / "sub" / "c.yaml", "_base_: ../base.yaml\noptimizer:\n  momentum: 0.5\n"
+    )
     message = error_of(child)
     assert message.startswith(f"{tmp_path / 'base.yaml'}:3: optimizer.lr: expected a number > 0")
 
 
 def test_error_in_child_overriding_base_names_child(tmp_path: Path) -> None:
     write(tmp_path / "base.yaml", "data:\n  kpt_oks_sigmas: [0.1, 0.2]\n")
-    child = write(tmp_path / "c.yaml", "_base_: base.yaml\ndata:\n  kpt_oks_sigmas:\n    - 0.1\n    - x\n")
+    child = write(
+        tmp_path / "c.yaml", "_base_: base.yaml\ndata:\n  kpt_oks_sigmas:\n    - 0.1\n    - x\n"
+    )
     message = error_of(child)
-    assert "c.yaml:5: data.kpt_oks_sigmas[1]: expected a number, got \"x\"" in message
+    assert 'c.yaml:5: data.kpt_oks_sigmas[1]: expected a number, got "x"' in message
 
 
 # --- overrides ----------------------------------------------------------------------------------
@@ -192,7 +198,10 @@ def test_overrides_apply_after_inheritance(tmp_path: Path) -> None:
         ("train.epoch=3", "--set train.epoch=3: train.epoch: unknown key; did you mean 'epochs'?"),
         ("optimzer.lr=0.1", "--set optimzer.lr=0.1: optimzer: unknown key; did you mean"),
         ("model.backbone=vgg", "--set model.backbone=vgg: model.backbone: expected one of"),
-        ("train.epochs=null", "--set train.epochs=null: train.epochs: expected an integer, got null"),
+        (
+            "train.epochs=null",
+            "--set train.epochs=null: train.epochs: expected an integer, got null",
+        ),
     ],
 )
 def test_bad_overrides(tmp_path: Path, override: str, expected: str) -> None:
@@ -226,13 +235,17 @@ def test_missing_file(tmp_path: Path) -> None:
     [
         ("optimzer:\n  lr: 0.1\n", "optimzer", "unknown key; did you mean 'optimizer'?"),
         ("train:\n  epoch: 3\n", "train.epoch", "unknown key; did you mean 'epochs'?"),
-        ("train:\n  zzzz: 3\n", "train.zzzz", "unknown key; expected one of epochs, images_per_gpu"),
+        (
+            "train:\n  zzzz: 3\n",
+            "train.zzzz",
+            "unknown key; expected one of epochs, images_per_gpu",
+        ),
     ],
 )
 def test_unknown_keys_suggest(tmp_path: Path, text: str, key: str, expected: str) -> None:
     path = write(tmp_path / "c.yaml", "# header\n" + text)
     line = 2 if "." not in key else 3
-    assert error_of(path) == f"{path}:{line}: {key}: {expected}"
+    assert error_of(path).startswith(f"{path}:{line}: {key}: {expected}")
 
 
 # (section, key, YAML value, expectation fragment): each file puts the bad key on line 3.
@@ -311,13 +324,30 @@ def test_bad_values_name_file_line_key_and_expectation(
         ("model:\n  max_size: 500\n  min_size: 800\n", "model.min_size", 3, "<= model.max_size"),
         ("optimizer:\n  betas:\n    - 0.9\n    - 1.0\n", "optimizer.betas[1]", 4, "in [0, 1)"),
         ("schedule:\n  milestones: [0, 2]\n", "schedule.milestones[0]", 2, ">= 1"),
-        ("data:\n  kpt_oks_sigmas: [0.1, 0, 0.3]\nmodel:\n  num_keypoints: 3\n",
-         "data.kpt_oks_sigmas[1]", 2, "> 0"),
-        ("data:\n  keypoint_flip_map: [1, 2, 0]\nmodel:\n  num_keypoints: 3\n",
-         "data.keypoint_flip_map", 2, "i -> j implies j -> i"),
-        ("model:\n  arch: keypointrcnn_resnet50_fpn\n  num_keypoints: 3\n",
-         "data.kpt_oks_sigmas", None, "a list for 3 keypoints"),
-        ("optimizer:\n  name: sgd\n  momentum: 0\n  nesterov: true\n", "optimizer.momentum", 3, "> 0"),
+        (
+            "data:\n  kpt_oks_sigmas: [0.1, 0, 0.3]\nmodel:\n  num_keypoints: 3\n",
+            "data.kpt_oks_sigmas[1]",
+            2,
+            "> 0",
+        ),
+        (
+            "data:\n  keypoint_flip_map: [1, 2, 0]\nmodel:\n  num_keypoints: 3\n",
+            "data.keypoint_flip_map",
+            2,
+            "i -> j implies j -> i",
+        ),
+        (
+            "model:\n  arch: keypointrcnn_resnet50_fpn\n  num_keypoints: 3\n",
+            "data.kpt_oks_sigmas",
+            None,
+            "a list for 3 keypoints",
+        ),
+        (
+            "optimizer:\n  name: sgd\n  momentum: 0\n  nesterov: true\n",
+            "optimizer.momentum",
+            3,
+            "> 0",
+        ),
         ("output_dir: ''\n", "output_dir", 1, "a non-empty directory path"),
     ],
 )

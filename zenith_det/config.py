@@ -737,11 +737,20 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper writing sections as blocks and lists inline (`betas: [0.9, 0.999]`)."""
+
+
+_Dumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data, True)
+)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     """Write the Config as YAML that `load_config` reads back to an equal Config."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False)
     path.write_text(text, encoding="utf-8")
 
 

@@ -95,13 +95,15 @@ class _Window:
 def train_one_epoch(loop: TrainLoop, progress: Progress) -> bool:
     """Train from `progress.iter_in_epoch` to the end of the epoch; False if a stop was requested."""
     loop.model.train()
-    total = len(loop.loader)
+    total = iters_per_epoch(loop.cfg, loop.loader)
     bar = tqdm(
         total=total, initial=progress.iter_in_epoch, desc=f"epoch {progress.epoch}",
         disable=not loop.show_progress, dynamic_ncols=True, leave=False,
     )
     window = _Window()
     for images, targets in loop.loader:
+        if progress.iter_in_epoch >= total:
+            break  # train.max_iters_per_epoch truncates the epoch
         images = [img.to(loop.device, non_blocking=True) for img in images]
         targets = [_to_device(t, loop.device) for t in targets]
         losses, stop = _train_step(loop, progress, images, targets)
@@ -121,6 +123,12 @@ def train_one_epoch(loop: TrainLoop, progress: Progress) -> bool:
             loop.save_checkpoint()
     bar.close()
     return True
+
+
+def iters_per_epoch(cfg: Config, loader: object) -> int:
+    """Batches per epoch: the loader's count, truncated by train.max_iters_per_epoch."""
+    limit = cfg.train.max_iters_per_epoch
+    return len(loader) if limit is None else min(len(loader), limit)
 
 
 def _mid_epoch_checkpoint_due(cfg: Config, progress: Progress, total: int) -> bool:

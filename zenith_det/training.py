@@ -37,7 +37,7 @@ from zenith_det.data import (
     check_annotations_match_model,
     ensure_demo_dataset,
 )
-from zenith_det.engine import Progress, StopFlag, TrainLoop, train_one_epoch
+from zenith_det.engine import Progress, StopFlag, TrainLoop, iters_per_epoch, train_one_epoch
 from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
 from zenith_det.metrics_log import MetricsWriter
 from zenith_det.models import build_model, describe_state_dict_mismatch
@@ -96,7 +96,7 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     optimizer = build_optimizer(cfg, model, info.world_size)
-    scheduler = build_scheduler(cfg, optimizer, len(train_loader))
+    scheduler = build_scheduler(cfg, optimizer, iters_per_epoch(cfg, train_loader))
     scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp and info.device.type == "cuda")
     return Job(
         cfg=cfg, info=info, model=_wrap_ddp(cfg, model, info), optimizer=optimizer,

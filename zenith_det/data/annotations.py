@@ -90,7 +90,7 @@ def select_annotations(
 def parse_keypoints(
     ann: dict[str, Any], num_keypoints: int, image_id: int, ann_file: str
 ) -> np.ndarray:
-    """An annotation's flat ``[x, y, v] * K`` list as a (K, 3) float32 array; DataError if not 3K."""
+    """An annotation's flat ``[x, y, v] * K`` list as a (K, 3) float32 array; DataError if not."""
     flat = ann.get("keypoints")
     if flat is None or len(flat) != 3 * num_keypoints:
         found = "no 'keypoints' field" if flat is None else f"{len(flat)} values"

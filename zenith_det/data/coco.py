@@ -2,8 +2,9 @@
 
 ``CocoDataset[i]`` returns ``(image, target)``: a float32 CHW image in [0, 1] and a dict with
 ``boxes`` (N, 4) xyxy float32, ``labels`` (N,) int64 raw COCO category ids, ``image_id`` (int),
-``area`` (N,) float32, ``iscrowd`` (N,) int64, plus ``masks`` (N, H, W) uint8 for instance
-segmentation and ``keypoints`` (N, K, 3) float32 for the keypoint task.
+``area`` (N,) float32, ``iscrowd`` (N,) int64 (all 0: crowds never become targets), plus
+``masks`` (N, H, W) uint8 for instance segmentation and ``keypoints`` (N, K, 3) float32 for the
+keypoint task, which uses only the categories that define keypoints (COCO's person).
 
 Which annotations become targets is decided in :mod:`zenith_det.data.annotations`. With
 ``filter_empty=True`` (training) images are dropped at start-up when they have no usable
@@ -53,7 +54,9 @@ def load_coco(ann_file: str | Path) -> COCO:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(path))
     except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a valid COCO annotation file ({type(e).__name__}: {e})") from e
+        raise DataError(
+            f"{path}: not a valid COCO annotation file ({type(e).__name__}: {e})"
+        ) from e
 
 
 def keypoint_categories(coco: COCO) -> list[dict[str, Any]]:

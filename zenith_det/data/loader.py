@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, DistributedSampler
 from zenith_det.config import Config, model_task
 from zenith_det.data.coco import CocoDataset, check_annotations_match_model
 from zenith_det.data.sampler import GroupedDistributedBatchSampler, aspect_ratio_group_ids
-from zenith_det.data.synthetic import ensure_demo_dataset
 from zenith_det.data.transforms import build_transforms
 
 Batch = tuple[list[torch.Tensor], list[dict[str, Any]]]
@@ -35,6 +34,10 @@ def collate_detection(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> Batch
 def build_dataset(cfg: Config, train: bool) -> CocoDataset:
     """The train or val CocoDataset for ``cfg``, checked against the model it will feed."""
     if cfg.data.demo:
+        # Imported here so that importing the package does not import `synthetic` (see
+        # zenith_det/data/__init__.py).
+        from zenith_det.data.synthetic import ensure_demo_dataset
+
         ensure_demo_dataset(cfg.data)
     root = Path(cfg.data.root)
     task = model_task(cfg.model.arch)

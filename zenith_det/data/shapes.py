@@ -45,6 +45,10 @@ def _rotate(points: list[Point], angle: float) -> list[Point]:
     return [(x * cos - y * sin, x * sin + y * cos) for x, y in points]
 
 
+def _scaled(points: list[Point], factor: float) -> list[Point]:
+    return [(float(x) * factor, float(y) * factor) for x, y in points]
+
+
 def ellipse(rx: float, ry: float, vertices: int = 24) -> Shape:
     """An axis-aligned ellipse with radii (rx, ry) as a polygon."""
     steps = [2 * math.pi * i / vertices for i in range(vertices)]
@@ -74,6 +78,8 @@ def stick_figure(height: float, rng: np.random.Generator) -> Shape:
     left_ax, right_ax = rng.uniform(0.65, 0.9, size=2)
     left_ay, right_ay = rng.uniform(-0.8, -0.1, size=2)
     left_fx, right_fx = rng.uniform(0.35, 0.6, size=2)
+    # Outline from the neck, clockwise on screen: right arm, right leg, crotch, left leg, left arm
+    # (fmt: skip keeps four vertices a row, which is how the outline reads).
     body = [
         (w, -0.56), (right_ax, right_ay - t), (right_ax, right_ay + t), (w, -0.3),
         (w, 0.15), (right_fx + t, 0.98), (right_fx - t, 0.98), (0.0, 0.4),
@@ -93,5 +99,4 @@ def stick_figure(height: float, rng: np.random.Generator) -> Shape:
         (-left_fx, 0.94),
         (right_fx, 0.94),
     ]
-    scale = lambda points: [(x * s, y * s) for x, y in points]  # noqa: E731
-    return Shape([scale(body), scale(head)], scale(keypoints))
+    return Shape([_scaled(body, s), _scaled(head, s)], _scaled(keypoints, s))

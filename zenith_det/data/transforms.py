@@ -113,7 +113,7 @@ def hflip_boxes(boxes: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def hflip_keypoints(keypoints: torch.Tensor, width: int, flip_map: Sequence[int]) -> torch.Tensor:
-    """Mirror (N, K, 3) keypoints: swap left/right by ``flip_map``, ``x -> width - x`` if labelled."""
+    """Mirror (N, K, 3) keypoints: swap by ``flip_map``, ``x -> width - x`` where labelled."""
     flipped = keypoints[:, list(flip_map)].clone()
     labelled = flipped[..., 2] > 0
     flipped[..., 0] = torch.where(labelled, width - flipped[..., 0], flipped[..., 0])

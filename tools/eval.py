@@ -1,0 +1,96 @@
+"""COCO evaluation from the command line.
+
+File mode, no model (scores an existing COCO results JSON):
+    python tools/eval.py --annotations gt.json --detections dets.json [--iou-types bbox segm]
+        [--kpt-oks-sigmas S ...] [--output-dir D]
+Model mode (one process, or one rank per process under torchrun):
+    torchrun --nproc-per-node 2 tools/eval.py --config X.yaml --checkpoint ckpt.pth
+        [--set key=value ...] [--output-dir D]
+
+Both print the metrics table and write metrics.json, report.md and detections.json. A bad
+input is one "error:" line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from zenith_det.evaluation.report import format_table, write_report
+from zenith_det.evaluation.result_files import ResultFileError, evaluate_result_file
+from zenith_det.evaluation.scoring import BACKENDS, IOU_TYPES
+
+PROG = "eval.py"
+FILE_MODE_OUTPUT = "runs/eval"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The parser of both modes (reusable by other launchers)."""
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    files = parser.add_argument_group("file mode")
+    files.add_argument("--annotations", help="COCO ground-truth JSON")
+    files.add_argument("--detections", help="COCO results JSON (a list of detection records)")
+    files.add_argument("--iou-types", nargs="+", choices=IOU_TYPES, help="default: from records")
+    files.add_argument("--kpt-oks-sigmas", nargs="+", type=float, help="default: COCO's 17")
+    files.add_argument("--backend", choices=BACKENDS, default="pycocotools")
+    model = parser.add_argument_group("model mode")
+    model.add_argument("--config", help="YAML config whose val set and model are evaluated")
+    model.add_argument("--checkpoint", help="checkpoint with the model weights")
+    model.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable",
+    )
+    parser.add_argument("--output-dir", help=f"default: {FILE_MODE_OUTPUT} or <output_dir>/eval")
+    return parser
+
+
+def run_file_mode(args: argparse.Namespace) -> int:
+    """Score --detections against --annotations, print the table, write the files."""
+    try:
+        result = evaluate_result_file(
+            args.annotations, args.detections, args.iou_types, args.kpt_oks_sigmas, args.backend
+        )
+    except ResultFileError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(result), end="")
+    write_report(result, args.output_dir or FILE_MODE_OUTPUT)
+    return 0
+
+
+def run_model_mode(args: argparse.Namespace) -> int:
+    """Evaluate --checkpoint on --config's val set (torchrun or one process)."""
+    from zenith_det.config import ConfigError, load_config
+    from zenith_det.evaluation.run import evaluate_checkpoint
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    evaluate_checkpoint(cfg, args.checkpoint, args.output_dir)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, pick the mode, return the exit status."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    file_mode = args.annotations is not None or args.detections is not None
+    model_mode = args.config is not None or args.checkpoint is not None
+    if file_mode == model_mode:
+        parser.error("give --annotations and --detections, or --config and --checkpoint")
+    if file_mode and not (args.annotations and args.detections):
+        parser.error("file mode needs both --annotations and --detections")
+    if model_mode and not (args.config and args.checkpoint):
+        parser.error("model mode needs both --config and --checkpoint")
+    return run_file_mode(args) if file_mode else run_model_mode(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

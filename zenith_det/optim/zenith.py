@@ -1,0 +1,299 @@
+"""ZENITH: SGD with momentum whose learning rate follows the history of the global gradient norm.
+
+D. Saha, "ZENITH: Automated Gradient Norm Informed Stochastic Optimization", arXiv 2601.15212.
+At every step t: G_t = ||g_t||_2 over every parameter with a gradient (all groups), Q = the last W
+values of G, mu_t = mean(Q), Z_t = max(Z_{t-1}, mu_t), and eta_t = eta_0 * mu_t / Z_t. The project
+decisions of ``ZENITH_SPEC.md`` fix the rest; the choices this module makes where the spec is
+silent are listed in :class:`Zenith`'s docstring.
+
+This module imports nothing from the rest of ``zenith_det``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.optimizer import ParamsT
+from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
+
+from .grad_norm import REDUCTIONS, local_grad_norm, norm_dtype, reduce_grad_norm
+from .lr_rule import NormWindow
+from .sgd_update import fused_sgd_update, sgd_update
+
+DEFAULT_WINDOW = 100
+
+# (params, grads, momentum buffers) of one param group, for the parameters that have a gradient.
+_GroupTensors = tuple[list[Tensor], list[Tensor], list[Tensor | None]]
+
+
+class Zenith(Optimizer):
+    """SGD with momentum (``torch.optim.SGD`` semantics) whose LR is eta_0 * mu_t / Z_t.
+
+    Choices made here where the spec is silent:
+
+    * ``window`` defaults to 100 iterations, the project config's value: long enough to average
+      out the batch-to-batch noise of detection losses, short next to a 90k-iteration schedule,
+      and filled within the usual 1000-iteration warm-up.
+    * The window takes G_t before the LR of step t is computed, so eta_t uses mu_t. If Z is 0
+      (every recorded norm was 0) the ratio is 1.
+    * Warm-up: the step whose 0-based index is s (s = applied steps before it, i.e.
+      ``step_count`` when ``step()`` is called) uses factor
+      ``warmup_factor + (1 - warmup_factor) * s / warmup_iters`` while s < warmup_iters, else 1.
+      So step 0 uses ``warmup_factor`` and step ``warmup_iters`` is the first at full LR, as
+      torchvision's detection reference (``LinearLR`` stepped once per iteration). Skipped steps
+      do not advance it.
+    * ``param_groups[i]["lr"] = initial_lr * (r_t * warmup_t)``. Zenith writes it at every step
+      from ``initial_lr``, so do not attach an LR scheduler; use ``warmup_iters`` instead.
+    * A ``step()`` where no parameter has a gradient does nothing (as SGD), records nothing.
+    * Two implementations (``fused``). ``fused=False`` (the default on CPU): SGD's own ops with a
+      Python-float LR, bit-identical to ``torch.optim.SGD`` for the same LR (single-tensor or
+      ``foreach``); reading the norm on the host is free on CPU, and costs one sync per step
+      elsewhere. ``fused=True`` (the default on other devices): the LR, window and skip flag stay
+      device tensors and the update is ``torch._fused_sgd_`` with ``found_inf`` = "G_t is not
+      finite", so ``step()`` never syncs; there ``param_groups[i]["lr"]`` is a 0-dim float32
+      device tensor (reading it syncs). ``foreach`` only affects the unfused path and the norm.
+    * Sparse gradients are not supported.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float,
+        window: int = DEFAULT_WINDOW,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        maximize: bool = False,
+        warmup_iters: int = 0,
+        warmup_factor: float = 0.001,
+        process_group: dist.ProcessGroup | None = None,
+        grad_norm_reduce: str = "mean",
+        foreach: bool | None = None,
+        fused: bool | None = None,
+    ) -> None:
+        """Validate the arguments; the window and counters live on the first parameter's device."""
+        _check_rule_args(window, warmup_iters, warmup_factor, grad_norm_reduce, foreach, fused)
+        defaults = {
+            "lr": lr,
+            "momentum": momentum,
+            "dampening": dampening,
+            "weight_decay": weight_decay,
+            "nesterov": nesterov,
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        _check_group_args(defaults)
+        super().__init__(params, defaults)
+        self._process_group = process_group
+        self._grad_norm_reduce = grad_norm_reduce
+        self._fused = fused
+        device = self.param_groups[0]["params"][0].device
+        self._rule = NormWindow(window, warmup_iters, warmup_factor, device)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group like ``Optimizer.add_param_group``, validating it and keeping initial_lr."""
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        _check_group_args(group)
+        group.setdefault("initial_lr", group["lr"])
+
+    @property
+    def lr_ratio(self) -> float:
+        """r_t = mu_t / Z_t of the last applied step (1 until the window is full); may sync."""
+        return float(self._rule.ratio)
+
+    @property
+    def last_grad_norm(self) -> float:
+        """Global gradient norm of the last step() after the all-reduce (nan before any step)."""
+        return float(self._rule.last_norm)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped because the global gradient norm was inf or NaN; may sync."""
+        return int(self._rule.skipped)
+
+    @property
+    def step_count(self) -> int:
+        """Steps applied so far (skipped steps excluded); may sync."""
+        return int(self._rule.steps)
+
+    @property
+    def window_size(self) -> int:
+        """W, the number of recent norms averaged into mu_t."""
+        return self._rule.window
+
+    def step(  # type: ignore[override]
+        self,
+        closure: Callable[[], float] | None = None,
+        grad_norm: Tensor | float | None = None,
+    ) -> float | None:
+        """Perform one ZENITH step and return the closure's loss, if a closure was given.
+
+        ``grad_norm``: this rank's global gradient norm if the caller already has it (the
+        pre-clipping value returned by ``clip_grad_norm_``), so it is not computed twice. It must
+        be the norm of the unscaled gradients. It is all-reduced like a computed one.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        with torch.no_grad():
+            groups = [self._group_tensors(group) for group in self.param_groups]
+            grads = [grad for _, group_grads, _ in groups for grad in group_grads]
+            if grads:
+                norm = self._global_norm(grads, grad_norm)
+                if self._use_fused():
+                    self._fused_step(groups, norm)
+                else:
+                    self._float_step(groups, norm)
+        return loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """``Optimizer.state_dict()`` plus "zenith": Q (oldest first), Z and the step counters."""
+        state = super().state_dict()
+        state["zenith"] = self._rule.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`, so the resumed run continues the identical LR sequence."""
+        state_dict = dict(state_dict)
+        if "zenith" not in state_dict:
+            raise ValueError("not a Zenith optimizer state dict: it has no 'zenith' entry")
+        rule_state = state_dict.pop("zenith")
+        super().load_state_dict(state_dict)
+        self._rule.load_state_dict(rule_state)
+
+    def _group_tensors(self, group: dict[str, Any]) -> _GroupTensors:
+        """The parameters of ``group`` that have a gradient, their gradients and buffers."""
+        params, grads, bufs = [], [], []
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:
+                raise RuntimeError("Zenith does not support sparse gradients")
+            params.append(param)
+            grads.append(param.grad)
+            if group["momentum"] != 0:
+                bufs.append(self.state[param].get("momentum_buffer"))
+        return params, grads, bufs
+
+    def _global_norm(self, grads: list[Tensor], grad_norm: Tensor | float | None) -> Tensor:
+        """G_t: the local norm (given or computed in one fused pass), then all-reduced."""
+        if grad_norm is None:
+            norm = local_grad_norm(grads, foreach=self.defaults["foreach"] is not False)
+        else:
+            dtype = norm_dtype(grads)
+            # A copy: the all-reduce works in place and must not touch the caller's tensor.
+            norm = torch.as_tensor(grad_norm).detach().to(grads[0].device, dtype, copy=True)
+        return reduce_grad_norm(norm.reshape(()), self._grad_norm_reduce, self._process_group)
+
+    def _use_fused(self) -> bool:
+        """Whether this step runs the sync-free device path (default: off CPU)."""
+        if self._fused is not None:
+            return self._fused
+        return self._rule.ring.device.type != "cpu"
+
+    def _float_step(self, groups: list[_GroupTensors], norm: Tensor) -> None:
+        """Host-side path: decide the skip and the LR as Python floats, then SGD's exact ops."""
+        finite = torch.isfinite(norm)
+        scale = self._rule.update(norm, finite)
+        if not bool(finite):
+            return
+        scale_value = scale.item()
+        for group, (params, grads, bufs) in zip(self.param_groups, groups, strict=True):
+            group["lr"] = group["initial_lr"] * scale_value
+            sgd_update(
+                params,
+                grads,
+                bufs,
+                lr=group["lr"],
+                foreach=self._resolve_foreach(group, params),
+                **_sgd_hyperparameters(group),
+            )
+            self._store_buffers(group, params, bufs)
+
+    def _fused_step(self, groups: list[_GroupTensors], norm: Tensor) -> None:
+        """Device path: LR and skip flag stay on device; the fused kernel skips non-finite steps."""
+        finite = torch.isfinite(norm)
+        scale = self._rule.update(norm, finite)
+        skip = (~finite).to(torch.float32)
+        for group, (params, grads, bufs) in zip(self.param_groups, groups, strict=True):
+            group["lr"] = (scale * group["initial_lr"]).to(torch.float32)
+            if not params:
+                continue
+            fused_sgd_update(
+                params, grads, bufs, lr=group["lr"], skip=skip, **_sgd_hyperparameters(group)
+            )
+            self._store_buffers(group, params, bufs)
+
+    def _store_buffers(
+        self, group: dict[str, Any], params: list[Tensor], bufs: list[Tensor | None]
+    ) -> None:
+        """Keep the (possibly new) momentum buffers in the per-parameter state."""
+        if group["momentum"] == 0:
+            return
+        for param, buf in zip(params, bufs, strict=True):
+            if buf is not None:
+                self.state[param]["momentum_buffer"] = buf
+
+    @staticmethod
+    def _resolve_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
+        """``foreach=None`` means what it means for torch.optim.SGD: on for foreach devices."""
+        if group["foreach"] is not None:
+            return bool(group["foreach"])
+        supported = _get_foreach_kernels_supported_devices()
+        return all(p.device.type in supported for p in params)
+
+
+def _sgd_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
+    """The SGD arguments of a param group, other than the LR."""
+    return {
+        "weight_decay": group["weight_decay"],
+        "momentum": group["momentum"],
+        "dampening": group["dampening"],
+        "nesterov": group["nesterov"],
+        "maximize": group["maximize"],
+    }
+
+
+def _check_rule_args(
+    window: int,
+    warmup_iters: int,
+    warmup_factor: float,
+    grad_norm_reduce: str,
+    foreach: bool | None,
+    fused: bool | None,
+) -> None:
+    """Raise ValueError for invalid optimizer-wide arguments."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"Invalid window: {window!r} (need an int >= 1)")
+    if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
+        raise ValueError(f"Invalid warmup_iters: {warmup_iters!r} (need an int >= 0)")
+    if not 0.0 < warmup_factor <= 1.0:
+        raise ValueError(f"Invalid warmup_factor: {warmup_factor!r} (need 0 < warmup_factor <= 1)")
+    if grad_norm_reduce not in REDUCTIONS:
+        raise ValueError(
+            f"Invalid grad_norm_reduce: {grad_norm_reduce!r} (expected one of {REDUCTIONS})"
+        )
+    if fused and foreach:
+        raise ValueError("fused=True and foreach=True cannot be used together")
+
+
+def _check_group_args(group: dict[str, Any]) -> None:
+    """Raise ValueError for invalid per-group SGD arguments, as torch.optim.SGD does."""
+    if isinstance(group["lr"], Tensor):
+        raise ValueError("Invalid learning rate: Zenith takes a Python float lr, not a Tensor")
+    if group["lr"] < 0.0:
+        raise ValueError(f"Invalid learning rate: {group['lr']}")
+    if group["momentum"] < 0.0:
+        raise ValueError(f"Invalid momentum value: {group['momentum']}")
+    if group["weight_decay"] < 0.0:
+        raise ValueError(f"Invalid weight_decay value: {group['weight_decay']}")
+    if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        raise ValueError("Nesterov momentum requires a momentum and zero dampening")
