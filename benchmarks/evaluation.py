@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,9 @@ def make_ground_truth(args: argparse.Namespace) -> COCO:
         image = {"id": i + 1, "height": args.height, "width": args.width, "file_name": f"{i}.jpg"}
         images.append(image)
         for _ in range(int(rng.integers(2, 13))):
-            anns.append(_gt_object(image, len(anns) + 1, int(rng.integers(1, args.categories + 1)), rng))
+            anns.append(
+                _gt_object(image, len(anns) + 1, int(rng.integers(1, args.categories + 1)), rng)
+            )
     categories = [{"id": c, "name": f"c{c}"} for c in range(1, args.categories + 1)]
     coco = COCO()
     coco.dataset = {"images": images, "annotations": anns, "categories": categories}
@@ -72,10 +75,33 @@ def _gt_object(image: dict, ann_id: int, cat: int, rng: np.random.Generator) -> 
     w, h = min(w, image["width"] - 1.0), min(h, image["height"] - 1.0)
     x, y = rng.uniform(0, image["width"] - w), rng.uniform(0, image["height"] - h)
     c = 0.25
-    poly = [x + c * w, y, x + w - c * w, y, x + w, y + c * h, x + w, y + h - c * h,
-            x + w - c * w, y + h, x + c * w, y + h, x, y + h - c * h, x, y + c * h]  # fmt: skip
-    return {"id": ann_id, "image_id": image["id"], "category_id": cat, "iscrowd": 0,
-            "segmentation": [poly], "area": 0.82 * w * h, "bbox": [x, y, w, h]}  # fmt: skip
+    poly = [
+        x + c * w,
+        y,
+        x + w - c * w,
+        y,
+        x + w,
+        y + c * h,
+        x + w,
+        y + h - c * h,
+        x + w - c * w,
+        y + h,
+        x + c * w,
+        y + h,
+        x,
+        y + h - c * h,
+        x,
+        y + c * h,
+    ]
+    return {
+        "id": ann_id,
+        "image_id": image["id"],
+        "category_id": cat,
+        "iscrowd": 0,
+        "segmentation": [poly],
+        "area": 0.82 * w * h,
+        "bbox": [x, y, w, h],
+    }
 
 
 def make_prediction(coco: COCO, image_id: int, args: argparse.Namespace) -> dict[str, torch.Tensor]:
@@ -88,7 +114,9 @@ def make_prediction(coco: COCO, image_id: int, args: argparse.Namespace) -> dict
             j = rng.normal(0, 0.1, 4) * [w, h, w, h]
             boxes.append([x + j[0], y + j[1], x + w + j[2], y + h + j[3]])
             labels.append(ann["category_id"])
-    pool = rng.choice(np.arange(1, args.categories + 1), size=min(20, args.categories), replace=False)
+    pool = rng.choice(
+        np.arange(1, args.categories + 1), size=min(20, args.categories), replace=False
+    )
     while len(boxes) < args.dets:
         w, h = rng.uniform(6, args.width / 2), rng.uniform(6, args.height / 2)
         x, y = rng.uniform(0, args.width - w), rng.uniform(0, args.height - h)
@@ -194,3 +222,228 @@ def _reference_records(predictions: dict[int, dict[str, torch.Tensor]], iou_type
             for c, v, s in zip(labels, values, scores, strict=True)
         )
     return records
+
+
+# --- one measured run -------------------------------------------------------------------------
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _my_image_ids(ids: list[int], rank: int, world_size: int) -> list[int]:
+    # DistributedSampler without shuffling: pad with the first ids, then interleave.
+    padded = ids + ids[: (-len(ids)) % world_size]
+    return padded[rank::world_size]
+
+
+class _Clock:
+    """Wall and CPU seconds of the timed sections, per phase."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {"update": 0.0, "summarize": 0.0}
+        self.cpu: dict[str, float] = {"update": 0.0, "summarize": 0.0}
+
+    @contextlib.contextmanager
+    def section(self, phase: str):
+        """Add the enclosed block's time to `phase`."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall[phase] += time.perf_counter() - wall
+        self.cpu[phase] += time.process_time() - cpu
+
+
+def _run_evaluation(approach: str, coco: COCO, mine: list[int], args: argparse.Namespace):
+    clock = _Clock()
+    with clock.section("update"):  # construction counts: the reference deep-copies the GT there
+        if approach == "ours":
+            evaluator: Any = CocoEvaluator(coco, args.iou_types)
+        else:
+            evaluator = ReferenceEvaluator(coco, args.iou_types)
+    for first in range(0, len(mine), args.batch):
+        batch = mine[first : first + args.batch]
+        predictions = {i: make_prediction(coco, i, args) for i in batch}  # not timed
+        with clock.section("update"):
+            if approach == "ours":
+                evaluator.update(list(predictions.values()), list(predictions))
+            else:
+                evaluator.update(predictions)
+        del predictions
+    with clock.section("summarize"):
+        result = evaluator.summarize()
+    if approach == "ours":
+        stats = {t: list(result.metrics[t].values()) for t in args.iou_types}
+    else:
+        stats = result
+    return clock, stats
+
+
+def _measure_rank(approach: str, coco: COCO, mine: list[int], args) -> dict[str, Any]:
+    make_prediction(coco, mine[0], args)  # the baseline includes one image's predictions
+    if args.memory == "tracemalloc":
+        # Python objects and numpy buffers only (torch tensors are not traced); slows the run,
+        # so this mode reports no times.
+        tracemalloc.start()
+        _, stats = _run_evaluation(approach, coco, mine, args)
+        traced_peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        return {"traced_peak_mb": traced_peak, "stats": stats}
+    baseline = _max_rss_mb()
+    clock, stats = _run_evaluation(approach, coco, mine, args)
+    peak = _max_rss_mb()
+    return {
+        "wall_s": sum(clock.wall.values()),
+        "cpu_s": sum(clock.cpu.values()),
+        "update_wall_s": clock.wall["update"],
+        "summarize_wall_s": clock.wall["summarize"],
+        "peak_mb": peak,
+        "baseline_mb": baseline,
+        "growth_mb": peak - baseline,
+        "stats": stats,
+    }
+
+
+def run_rank(rank: int, world_size: int, port: int, approach: str, args, out: str) -> None:
+    """One rank of one approach; rank 0 writes its measurements and the stats to `out`."""
+    torch.set_num_threads(1)
+    if world_size > 1:
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        timeout = datetime.timedelta(seconds=1800)
+        dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timeout)
+    try:
+        coco = make_ground_truth(args)
+        mine = _my_image_ids(sorted(coco.imgs), rank, world_size)
+        payload = _measure_rank(approach, coco, mine, args)
+        if rank == 0:
+            Path(out).write_text(json.dumps(payload))
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_main(args: argparse.Namespace) -> None:
+    """Entry of the fresh process that runs one approach (spawning the ranks if needed)."""
+    if args.world_size == 1:
+        run_rank(0, 1, 0, args.worker, args, args.out)
+    else:
+        mp.spawn(
+            run_rank,
+            args=(args.world_size, _free_port(), args.worker, args, args.out),
+            nprocs=args.world_size,
+            join=True,
+        )
+
+
+# --- the comparison -----------------------------------------------------------------------------
+def get_args_parser() -> argparse.ArgumentParser:
+    """Benchmark size and output options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--dets", type=int, default=100, help="detections per image")
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--categories", type=int, default=80)
+    parser.add_argument("--batch", type=int, default=2, help="images per update() call")
+    parser.add_argument("--world-size", type=int, default=2, help="gloo ranks (1 = one process)")
+    parser.add_argument(
+        "--iou-types", nargs="+", default=["bbox", "segm"], choices=["bbox", "segm"]
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-tracemalloc", action="store_true", help="skip the traced-heap runs")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--worker", choices=APPROACHES, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--memory", default="rss", choices=["rss", "tracemalloc"], help=argparse.SUPPRESS
+    )
+    return parser
+
+
+def measure(approach: str, argv: list[str], memory: str) -> dict[str, Any]:
+    """Run one approach in a fresh process and return what its rank 0 measured."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "result.json"
+        cmd = [sys.executable, __file__, *argv, "--worker", approach, "--out", str(out)]
+        cmd += ["--memory", memory]
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return json.loads(out.read_text())
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Both approaches measured, their stats checked identical, and the ratios."""
+    results = {a: measure(a, argv, "rss") for a in APPROACHES}
+    if not args.no_tracemalloc:
+        for approach in APPROACHES:
+            traced = measure(approach, argv, "tracemalloc")
+            if traced["stats"] != results[approach]["stats"]:
+                raise SystemExit(f"{approach}: stats changed between runs")
+            results[approach]["traced_peak_mb"] = traced["traced_peak_mb"]
+    ours, ref = results["ours"], results["reference"]
+    if ours["stats"] != ref["stats"]:
+        raise SystemExit(f"stats differ:\nours      {ours['stats']}\nreference {ref['stats']}")
+    summary = {
+        "config": {k: v for k, v in vars(args).items() if k not in ("json", "worker", "out")},
+        "ours": ours,
+        "reference": ref,
+        "speedup_wall": ref["wall_s"] / ours["wall_s"],
+        "speedup_cpu": ref["cpu_s"] / ours["cpu_s"],
+        "peak_rss_ratio": ours["peak_mb"] / ref["peak_mb"],
+        "rss_growth_ratio": ours["growth_mb"] / max(ref["growth_mb"], 1e-9),
+        "stats_identical": True,
+    }
+    if "traced_peak_mb" in ours:
+        summary["traced_peak_ratio"] = ours["traced_peak_mb"] / ref["traced_peak_mb"]
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """Human-readable comparison (ratios are ours / reference for memory, reference / ours
+    for time)."""
+    cfg = summary["config"]
+    print(
+        f"{cfg['images']} images x {cfg['dets']} detections ({cfg['height']}x{cfg['width']} "
+        f"masks), iou types {cfg['iou_types']}, {cfg['world_size']} rank(s); rank 0:"
+    )
+    header = ["approach", "wall s", "cpu s", "update s", "summ. s", "peak MB", "growth MB"]
+    header.append("traced MB")
+    print(" ".join(f"{h:>10}" for h in header))
+    for name in APPROACHES:
+        r = summary[name]
+        cells = [r["wall_s"], r["cpu_s"], r["update_wall_s"], r["summarize_wall_s"]]
+        cells += [r["peak_mb"], r["growth_mb"], r.get("traced_peak_mb", float("nan"))]
+        print(f"{name:>10} " + " ".join(f"{c:10.2f}" for c in cells))
+    print(
+        f"speedup (reference / ours): wall {summary['speedup_wall']:.2f}x, "
+        f"cpu {summary['speedup_cpu']:.2f}x"
+    )
+    ratios = (
+        f"peak RSS {summary['peak_rss_ratio']:.2f}, RSS growth {summary['rss_growth_ratio']:.2f}"
+    )
+    if "traced_peak_ratio" in summary:
+        ratios += f", traced heap peak {summary['traced_peak_ratio']:.2f}"
+    print(f"memory (ours / reference): {ratios}")
+    print("stats identical:", summary["stats_identical"])
+
+
+def main() -> None:
+    """Run the comparison, or one approach when started as a worker."""
+    args = get_args_parser().parse_args()
+    if args.worker:
+        worker_main(args)
+        return
+    argv = [a for a in sys.argv[1:] if a != "--json"]
+    summary = compare(args, argv)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_table(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -94,6 +94,7 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of every tensor in the optimizer's state_dict (per-parameter and global state)."""
 
     def walk(value: Any) -> int:
+        """Tensor bytes inside ``value``, recursively."""
         if isinstance(value, Tensor):
             return value.numel() * value.element_size()
         if isinstance(value, dict):

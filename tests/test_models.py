@@ -77,3 +77,18 @@ def test_local_backbone_weights_freeze_bn_and_early_stages(tmp_path):
     assert isinstance(body.bn1, FrozenBatchNorm2d)
     assert not body.layer1[0].conv1.weight.requires_grad  # 3 trainable stages by default
     assert body.layer2[0].conv1.weight.requires_grad
+
+
+def test_roi_pool_scales_do_not_depend_on_the_first_batch():
+    """The cached pooler scales are fixed at build time, whatever size the first batch has."""
+    from torchvision.ops import MultiScaleRoIAlign
+
+    model = build_model(_small("maskrcnn_resnet50_fpn"))
+    poolers = [m for m in model.modules() if isinstance(m, MultiScaleRoIAlign)]
+    assert len(poolers) == 2
+    assert all(p.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32] for p in poolers)
+    model.train()
+    target = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1]),
+              "masks": torch.zeros(1, 70, 41, dtype=torch.uint8)}
+    model([torch.rand(3, 70, 41)], [target])  # an odd size torchvision would infer from
+    assert all(p.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32] for p in poolers)

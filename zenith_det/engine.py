@@ -53,6 +53,10 @@ class StopFlag:
 
     requested: bool = False
 
+    def set(self) -> None:
+        """Ask for a stop; safe in a signal handler (it only flips a flag)."""
+        self.requested = True
+
 
 @dataclass
 class TrainLoop:

@@ -30,7 +30,7 @@ from torchvision.models.detection.backbone_utils import BackboneWithFPN, _mobile
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
 from zenith_det.config import ModelConfig, model_task
 
@@ -53,7 +53,31 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         model = _build_custom(cfg)
     if cfg.weights:
         load_state_dict_file(model, cfg.weights)
+    fix_roi_pool_scales(model)
     return model
+
+
+def fix_roi_pool_scales(model: nn.Module, size: int = 256) -> None:
+    """Set every MultiScaleRoIAlign's level scales once, from an input all FPN strides divide.
+
+    torchvision infers them lazily from the first batch it sees and caches them. With small
+    images the inference rounds differently from batch to batch, so the result depended on which
+    batch came first: a resumed run (whose first batch is a later one) trained a different
+    model. Fixing them here makes them a property of the architecture; at COCO image sizes they
+    equal what torchvision infers.
+    """
+    poolers = [m for m in model.modules() if isinstance(m, MultiScaleRoIAlign)]
+    if not poolers:
+        return
+    was_training = model.training
+    model.eval()  # no BatchNorm statistics are touched by this probe
+    with torch.no_grad():
+        features = model.backbone(torch.zeros(1, 3, size, size))
+        for pooler in poolers:
+            pooler.scales = None
+            pooler.map_levels = None
+            pooler(features, [torch.zeros(0, 4)], [(size, size)])
+    model.train(was_training)
 
 
 def _uses_torchvision_builder(cfg: ModelConfig) -> bool:

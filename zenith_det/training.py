@@ -79,8 +79,12 @@ def run_training(cfg: Config, resume: str | bool | None = None, after_backward=N
         if resume:
             _resume(job, resume)
         _write_run_files(job)
-        stop = _install_sigterm_handler()
-        return _train_epochs(job, stop, after_backward)
+        stop = StopFlag()
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        try:
+            return _train_epochs(job, stop, after_backward)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     finally:
         dist_utils.cleanup()
 
@@ -181,17 +185,6 @@ def _write_run_files(job: Job) -> None:
     if job.info.is_main:
         Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml")
-
-
-def _install_sigterm_handler() -> StopFlag:
-    stop = StopFlag()
-
-    def _handler(signum: int, frame: Any) -> None:
-        # Only a flag: the loop checkpoints at the next iteration boundary, on every rank.
-        stop.requested = True
-
-    signal.signal(signal.SIGTERM, _handler)
-    return stop
 
 
 def _train_epochs(job: Job, stop: StopFlag, after_backward) -> dict:

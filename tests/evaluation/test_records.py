@@ -99,3 +99,22 @@ def test_missing_output_entries_are_clear_errors() -> None:
     no_keypoints = {k: v for k, v in _output(1).items() if k != "keypoints"}
     with pytest.raises(ValueError, match="keypoints"):
         DetectionBuffer(keep_masks=False, keep_keypoints=True).add(1, no_keypoints)
+
+
+def test_low_precision_outputs_convert_exactly() -> None:
+    output = _output(3)
+    half = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v) for k, v in output.items()}
+    buffer = DetectionBuffer(keep_masks=True, keep_keypoints=True)
+    buffer.add(1, half)
+    store = buffer.freeze()
+    expected = boxes_xyxy_to_xywh(half["boxes"]).to(torch.float64).numpy()
+    np.testing.assert_array_equal(store.boxes, expected)
+    assert store.scores.tolist() == half["scores"].double().tolist()
+    assert store.rles == encode_masks(half["masks"].float())
+
+
+def test_rows_must_agree_across_output_entries() -> None:
+    output = _output(3)
+    output["scores"] = output["scores"][:2]
+    with pytest.raises(ValueError, match="'scores' has 2 rows for 3 boxes"):
+        DetectionBuffer(keep_masks=False, keep_keypoints=False).add(1, output)

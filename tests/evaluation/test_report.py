@@ -45,5 +45,7 @@ def test_write_report_files(tmp_path: Path) -> None:
 def test_no_detections_file_without_detections(tmp_path: Path) -> None:
     paths = write_report(_result(None), tmp_path)
     assert "detections" not in paths and not (tmp_path / "detections.json").exists()
+    skipped = write_report(_result([{"image_id": 1}]), tmp_path / "skip", detections=False)
+    assert "detections" not in skipped
     empty = write_report(_result([]), tmp_path / "empty")
     assert json.loads(empty["detections"].read_text()) == []

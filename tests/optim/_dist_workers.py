@@ -50,6 +50,7 @@ def _count_all_reduce() -> dict[str, int]:
     real_all_reduce = dist.all_reduce
 
     def counting_all_reduce(*args: Any, **kwargs: Any) -> Any:
+        """Count, then run the real all_reduce."""
         counter["calls"] += 1
         return real_all_reduce(*args, **kwargs)
 

@@ -427,6 +427,7 @@ def _amp_step(scaler: torch.amp.GradScaler) -> Any:
     """A step function through GradScaler: scale, unscale_, clip, scaler.step(grad_norm=...)."""
 
     def step(model: nn.Module, optimizer: Zenith, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One AMP-style step."""
         scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
         scaler.unscale_(optimizer)
         norm = nn.utils.clip_grad_norm_(model.parameters(), max_norm=1e9)
@@ -474,6 +475,7 @@ def test_closure_is_evaluated_with_grad_enabled() -> None:
     optimizer = Zenith(model.parameters(), lr=0.05)
 
     def closure() -> torch.Tensor:
+        """Recompute the loss and its gradients."""
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(inputs), targets)
         loss.backward()
@@ -551,3 +553,16 @@ def test_state_dict_round_trips_through_weights_only_load() -> None:
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=True)
     assert loaded["zenith"]["step_count"] == 3
+
+
+def test_window_mean_tracks_the_recorded_norms():
+    """window_mean is the mean of the norms so far, then of the last W once the window is full."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = Zenith([param], lr=0.1, window=3)
+    assert math.isnan(opt.window_mean)
+    norms = [1.0, 2.0, 4.0, 8.0]
+    for k, g in enumerate(norms):
+        param.grad = torch.tensor([g])
+        opt.step()
+        expected = sum(norms[max(0, k - 2) : k + 1]) / len(norms[max(0, k - 2) : k + 1])
+        assert opt.window_mean == pytest.approx(expected, rel=1e-12)

@@ -24,9 +24,7 @@ def _image_id(target: dict[str, Any]) -> int:
 def _predict(model: nn.Module, images: list[torch.Tensor], device: torch.device, amp: bool) -> list:
     images = [image.to(device, non_blocking=True) for image in images]
     with torch.autocast(device_type=device.type, enabled=amp):
-        outputs = model(images)
-    # The evaluator works on the CPU; moving here frees device memory batch by batch.
-    return [{k: v.to("cpu") for k, v in output.items()} for output in outputs]
+        return model(images)
 
 
 def evaluate_model(
@@ -50,7 +48,10 @@ def evaluate_model(
         bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()))
         for images, targets in bar:
             outputs = _predict(model, list(images), device, amp)
+            # Outputs stay on the device: the evaluator thresholds masks there and moves
+            # only booleans and the small tensors to the CPU.
             evaluator.update(outputs, [_image_id(t) for t in targets])
+            del outputs
     finally:
         model.train(was_training)
     predict_s = time.perf_counter() - start

@@ -33,15 +33,19 @@ def boxes_xyxy_to_xywh(boxes: torch.Tensor) -> torch.Tensor:
 def encode_masks(masks: torch.Tensor) -> list[bytes]:
     """(N, 1, H, W) or (N, H, W) mask probabilities -> the compressed RLE counts of `> 0.5`.
 
-    All N masks are encoded in one pycocotools call: the binary masks are laid out as one
-    (H, W, N) Fortran-ordered uint8 array (what `mask.encode` requires) with a single copy.
+    pycocotools encodes an (H, W, N) Fortran-ordered uint8 array, i.e. each mask stored column
+    by column. Thresholding straight into an (N, W, H) buffer does the comparison and that
+    transpose in one pass (on the masks' device, so only booleans leave a GPU); the buffer
+    viewed as (H, W, N) is then the Fortran array, and all N masks are encoded in one call.
     """
     if masks.dim() == 4:
         masks = masks[:, 0]
-    if masks.shape[0] == 0:
+    num, height, width = masks.shape
+    if num == 0:
         return []
-    binary = (masks > MASK_THRESHOLD).permute(0, 2, 1).contiguous()  # (N, W, H) C-order
-    fortran = binary.numpy().view(np.uint8).transpose(2, 1, 0)  # (H, W, N) F-order, no copy
+    columns = torch.empty((num, width, height), dtype=torch.bool, device=masks.device)
+    torch.gt(masks.transpose(1, 2), MASK_THRESHOLD, out=columns)
+    fortran = columns.cpu().numpy().view(np.uint8).transpose(2, 1, 0)  # (H, W, N), no copy
     return [rle["counts"] for rle in mask_utils.encode(fortran)]
 
 
@@ -179,26 +183,21 @@ class DetectionBuffer:
     def add(self, image_id: int, output: Mapping[str, torch.Tensor]) -> None:
         """Convert one image's output (original image coordinates) and keep it compactly."""
         boxes = output["boxes"].detach().cpu()
+        num = int(boxes.shape[0])
+        _check_rows(output, num, self.keep_masks, self.keep_keypoints)
         self._image_ids.append(int(image_id))
-        self._counts.append(int(boxes.shape[0]))
-        self._boxes.append(boxes_xyxy_to_xywh(boxes).numpy().astype(np.float64))
-        self._scores.append(output["scores"].detach().cpu().numpy().astype(np.float64))
-        self._labels.append(output["labels"].detach().cpu().numpy().astype(np.int64))
+        self._counts.append(num)
+        # float64 holds float32/16 and bfloat16 values exactly (and numpy has no bfloat16).
+        self._boxes.append(boxes_xyxy_to_xywh(boxes).to(torch.float64).numpy())
+        self._scores.append(output["scores"].detach().cpu().to(torch.float64).numpy())
+        self._labels.append(output["labels"].detach().cpu().to(torch.int64).numpy())
         if self.keep_masks:
-            self._add_masks(output)
+            masks = output["masks"].detach()
+            self._rles.extend(encode_masks(masks))
+            self._mask_sizes.append((int(masks.shape[-2]), int(masks.shape[-1])))
         if self.keep_keypoints:
-            if "keypoints" not in output:
-                raise ValueError("keypoints evaluation needs a 'keypoints' entry in model outputs")
-            kpts = output["keypoints"].detach().cpu()
-            self._keypoints.append(kpts.flatten(start_dim=1).numpy().astype(np.float64))
-
-    def _add_masks(self, output: Mapping[str, torch.Tensor]) -> None:
-        if "masks" not in output:
-            raise ValueError("segm evaluation needs a 'masks' entry in model outputs")
-        masks = output["masks"].detach().cpu()
-        self._rles.extend(encode_masks(masks))
-        height, width = masks.shape[-2:]
-        self._mask_sizes.append((int(height), int(width)))
+            kpts = output["keypoints"].detach().cpu().flatten(start_dim=1)
+            self._keypoints.append(kpts.to(torch.float64).numpy())
 
     def freeze(self) -> DetectionStore:
         """Everything added so far as one compact, picklable DetectionStore."""
@@ -212,6 +211,18 @@ class DetectionBuffer:
             rles=list(self._rles) if self.keep_masks else None,
             mask_sizes=list(self._mask_sizes) if self.keep_masks else None,
         )
+
+
+def _check_rows(output: Mapping[str, torch.Tensor], num: int, masks: bool, keypoints: bool) -> None:
+    needed = ["scores", "labels"] + ["masks"] * masks + ["keypoints"] * keypoints
+    for key in needed:
+        if key not in output:
+            kind = {"masks": "segm", "keypoints": "keypoints"}.get(key, "COCO")
+            raise ValueError(f"{kind} evaluation needs a {key!r} entry in model outputs")
+        if int(output[key].shape[0]) != num:
+            raise ValueError(
+                f"model output {key!r} has {output[key].shape[0]} rows for {num} boxes"
+            )
 
 
 def _concat(parts: list[np.ndarray], empty_shape: tuple[int, ...], dtype: type) -> np.ndarray:

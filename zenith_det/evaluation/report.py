@@ -89,16 +89,20 @@ def render_report(result: EvalResult) -> str:
     return "\n".join(parts)
 
 
-def write_report(result: EvalResult, output_dir: str | Path) -> dict[str, Path]:
+def write_report(
+    result: EvalResult, output_dir: str | Path, detections: bool = True
+) -> dict[str, Path]:
     """Write metrics.json, report.md and (where the result has them) detections.json.
 
-    Call it on rank 0: that is where `result.detections` lives. Returns the paths written.
+    Call it on rank 0: that is where `result.detections` lives. `detections=False` skips
+    detections.json (with masks it is large; a periodic evaluation may not want it each
+    time). Returns the paths written.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / METRICS_FILE, "report": out / REPORT_FILE}
     paths["metrics"].write_text(json.dumps(metrics_dict(result), indent=2) + "\n", "utf-8")
     paths["report"].write_text(render_report(result), "utf-8")
-    if result.detections is not None:
+    if detections and result.detections is not None:
         paths["detections"] = write_detections(result.detections, out / DETECTIONS_FILE)
     return paths

@@ -124,6 +124,12 @@ class Zenith(Optimizer):
         return int(self._rule.steps)
 
     @property
+    def window_mean(self) -> float:
+        """Mean of the norms now in the window (mu_t once it is full; nan before any step); may sync."""
+        filled = min(int(self._rule.steps), self._rule.window)
+        return float(self._rule.ring[:filled].mean()) if filled else float("nan")
+
+    @property
     def window_size(self) -> int:
         """W, the number of recent norms averaged into mu_t."""
         return self._rule.window
@@ -137,7 +143,8 @@ class Zenith(Optimizer):
 
         ``grad_norm``: this rank's global gradient norm if the caller already has it (the
         pre-clipping value returned by ``clip_grad_norm_``), so it is not computed twice. It must
-        be the norm of the unscaled gradients. It is all-reduced like a computed one.
+        be the norm of the unscaled gradients, local to this rank: it is all-reduced like a
+        computed one (so do not pass a norm that is already reduced across shards).
         """
         loss = None
         if closure is not None:
