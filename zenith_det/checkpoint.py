@@ -138,3 +138,17 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     np.random.set_state(("MT19937", keys, state["numpy_pos"], 0, 0.0))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's (or a raw state dict file's) model weights, or say what differs."""
+    from zenith_det.models import describe_state_dict_mismatch
+
+    state = load_checkpoint(path)
+    weights = state["model"] if isinstance(state.get("model"), dict) else state
+    problems = describe_state_dict_mismatch(model, weights)
+    if problems:
+        shown = "; ".join(problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: {shown}{more}")
+    model.load_state_dict(weights)
