@@ -32,7 +32,7 @@ def tiny_config(data_root: Path, output_dir: Path, arch: str = ARCHS[0], **secti
         "schedule": {"name": "none", "warmup_iters": 2},
         "train": {"device": "cpu", "epochs": 1, "images_per_gpu": 2, "log_period": 1,
                   "max_iters_per_epoch": 2, "seed": 7},
-        "eval": {"images_per_gpu": 2},
+        "eval": {"images_per_gpu": 1},
         "output_dir": str(output_dir),
     }
     if keypoints:

@@ -26,6 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", choices=sorted(MODELS), default="faster")
     parser.add_argument("--no-baseline", action="store_true", help="train only the ZENITH run")
     parser.add_argument("--out", default="runs/demo", help="where the runs are written")
+    parser.add_argument("--data-root", default="data/demo", help="where the demo data is generated")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="config override passed to every run (e.g. train.epochs=2)",
@@ -54,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: data, two trainings, evaluation of the best checkpoint, plot, summary."""
     args = get_args_parser().parse_args(argv)
     out = Path(args.out)
-    _run([sys.executable, "-m", "zenith_det.data.synthetic", "--root", "data/demo"])
+    _run([sys.executable, "-m", "zenith_det.data.synthetic", "--root", args.data_root])
+    overrides = [f"data.root={args.data_root}", *args.overrides]
     variants = ["zenith"] if args.no_baseline else ["zenith", "multistep"]
     rows = []
     for variant in variants:
         name = f"{MODELS[args.model]}_{variant}"
         run_dir = out / name
-        seconds = train(ROOT / "configs/demo" / f"{name}.yaml", run_dir, args.nproc, args.overrides)
+        seconds = train(ROOT / "configs/demo" / f"{name}.yaml", run_dir, args.nproc, overrides)
         rows.append((variant, run_dir, seconds))
     zenith_dir = rows[0][1]
     _run([sys.executable, "tools/eval.py", "--config", str(zenith_dir / "config.yaml"),

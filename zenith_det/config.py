@@ -137,7 +137,9 @@ class EvalConfig:
     """Evaluation settings."""
 
     backend: str = "pycocotools"
-    images_per_gpu: int = 2
+    # 1, as torchvision's reference: a batch pads its images to a common size, which changes the
+    # detections near the padded border, so larger batches make mAP depend on the GPU count.
+    images_per_gpu: int = 1
 
 
 @dataclass
