@@ -29,7 +29,9 @@ MODELS = {"faster": "faster_rcnn_r18", "mask": "mask_rcnn_r18", "keypoint": "key
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The benchmark's arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--model", choices=sorted(MODELS), default="faster")
@@ -41,9 +43,22 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def train(config: Path, out: Path, seed: int, nproc: int, overrides: list[str]) -> float:
     """One run under torchrun with evaluation after every epoch; returns wall seconds."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "tools/train.py", "--config", str(config), "--output-dir", str(out),
-           "--set", f"train.seed={seed}", "--set", "train.eval_period=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "tools/train.py",
+        "--config",
+        str(config),
+        "--output-dir",
+        str(out),
+        "--set",
+        f"train.seed={seed}",
+        "--set",
+        "train.eval_period=1",
+    ]
     for override in overrides:
         cmd += ["--set", override]
     start = time.perf_counter()
@@ -63,36 +78,59 @@ def compare_seed(args: argparse.Namespace, seed: int) -> dict:
     result: dict = {"seed": seed}
     for variant in ("multistep", "zenith"):
         run_dir = Path(args.out) / f"{name}_{variant}_s{seed}"
-        seconds = train(ROOT / "configs/demo" / f"{name}_{variant}.yaml", run_dir, seed,
-                        args.nproc, args.overrides)
+        seconds = train(
+            ROOT / "configs/demo" / f"{name}_{variant}.yaml",
+            run_dir,
+            seed,
+            args.nproc,
+            args.overrides,
+        )
         curve = ap_curve(run_dir)
-        result[variant] = {"seconds": seconds, "final_AP": curve[-1][2],
-                           "best_AP": max(ap for _, _, ap in curve), "curve": curve}
+        result[variant] = {
+            "seconds": seconds,
+            "final_AP": curve[-1][2],
+            "best_AP": max(ap for _, _, ap in curve),
+            "curve": curve,
+        }
     target = result["multistep"]["final_AP"]
     zen = result["zenith"]
     reached = next(((e, it) for e, it, ap in zen["curve"] if ap >= target), None)
     per_iter = zen["seconds"] / max(zen["curve"][-1][1], 1)
-    result["zenith_reaches_baseline"] = None if reached is None else {
-        "epoch": reached[0], "iterations": reached[1], "approx_seconds": reached[1] * per_iter,
-    }
+    result["zenith_reaches_baseline"] = (
+        None
+        if reached is None
+        else {
+            "epoch": reached[0],
+            "iterations": reached[1],
+            "approx_seconds": reached[1] * per_iter,
+        }
+    )
     return result
 
 
 def print_table(results: list[dict]) -> None:
     """Markdown table: one row per seed, then the means."""
-    print("| seed | baseline final AP | ZENITH final AP | ZENITH best AP | baseline s | ZENITH s "
-          "| ZENITH reaches baseline final AP at |")
+    print(
+        "| seed | baseline final AP | ZENITH final AP | ZENITH best AP | baseline s | ZENITH s "
+        "| ZENITH reaches baseline final AP at |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
         reach = r["zenith_reaches_baseline"]
-        where = "not reached" if reach is None else (
-            f"epoch {reach['epoch']} ({reach['iterations']} it, ~{reach['approx_seconds']:.0f} s)")
-        print(f"| {r['seed']} | {r['multistep']['final_AP']:.4f} | {r['zenith']['final_AP']:.4f} | "
-              f"{r['zenith']['best_AP']:.4f} | {r['multistep']['seconds']:.0f} | "
-              f"{r['zenith']['seconds']:.0f} | {where} |")
+        where = "not reached"
+        if reach is not None:
+            seconds = reach["approx_seconds"]
+            where = f"epoch {reach['epoch']} ({reach['iterations']} it, ~{seconds:.0f} s)"
+        print(
+            f"| {r['seed']} | {r['multistep']['final_AP']:.4f} | {r['zenith']['final_AP']:.4f} | "
+            f"{r['zenith']['best_AP']:.4f} | {r['multistep']['seconds']:.0f} | "
+            f"{r['zenith']['seconds']:.0f} | {where} |"
+        )
     mean = {v: statistics.mean(r[v]["final_AP"] for r in results) for v in ("multistep", "zenith")}
-    print(f"| mean | {mean['multistep']:.4f} | {mean['zenith']:.4f} | | | | "
-          f"{sum(r['zenith_reaches_baseline'] is not None for r in results)}/{len(results)} reached |")
+    print(
+        f"| mean | {mean['multistep']:.4f} | {mean['zenith']:.4f} | | | | "
+        f"{sum(r['zenith_reaches_baseline'] is not None for r in results)}/{len(results)} reached |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

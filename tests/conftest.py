@@ -1,4 +1,4 @@
-"""Shared test settings: small, single-threaded torch so tests are fast and repeatable on 2 cores."""
+"""Shared test settings: small, single-threaded torch for fast, repeatable tests on 2 cores."""
 
 import os
 

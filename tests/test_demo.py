@@ -17,10 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_rescoring_gives_the_same_numbers(tmp_path):
     out = tmp_path / "runs"
-    cmd = [sys.executable, "tools/demo.py", "--nproc", "2", "--out", str(out),
-           "--data-root", str(tmp_path / "data"),
-           "--set", "train.epochs=1", "--set", "train.max_iters_per_epoch=4",
-           "--set", "model.min_size=96", "--set", "model.max_size=128"]
+    cmd = [
+        sys.executable,
+        "tools/demo.py",
+        "--nproc",
+        "2",
+        "--out",
+        str(out),
+        "--data-root",
+        str(tmp_path / "data"),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.max_iters_per_epoch=4",
+        "--set",
+        "model.min_size=96",
+        "--set",
+        "model.max_size=128",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,8 +8,15 @@ from zenith_det.models import build_model
 
 
 def _small(arch: str, **kw) -> ModelConfig:
-    base = dict(arch=arch, backbone="resnet18", fpn_channels=32, num_classes=5, num_keypoints=5,
-                min_size=64, max_size=96)
+    base = dict(
+        arch=arch,
+        backbone="resnet18",
+        fpn_channels=32,
+        num_classes=5,
+        num_keypoints=5,
+        min_size=64,
+        max_size=96,
+    )
     base.update(kw)
     return ModelConfig(**base)
 
@@ -88,7 +95,10 @@ def test_roi_pool_scales_do_not_depend_on_the_first_batch():
     assert len(poolers) == 2
     assert all(p.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32] for p in poolers)
     model.train()
-    target = {"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1]),
-              "masks": torch.zeros(1, 70, 41, dtype=torch.uint8)}
+    target = {
+        "boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]),
+        "labels": torch.tensor([1]),
+        "masks": torch.zeros(1, 70, 41, dtype=torch.uint8),
+    }
     model([torch.rand(3, 70, 41)], [target])  # an odd size torchvision would infer from
     assert all(p.scales == [1 / 4, 1 / 8, 1 / 16, 1 / 32] for p in poolers)

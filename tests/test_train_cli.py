@@ -32,7 +32,9 @@ def _assert_user_error(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-def _bad_cases(data_root: Path, tmp_path: Path) -> dict[str, tuple[dict | str, list[str], list[str]]]:
+def _bad_cases(
+    data_root: Path, tmp_path: Path
+) -> dict[str, tuple[dict | str, list[str], list[str]]]:
     good = tiny_config(data_root, tmp_path / "out")
     kp_on_instances = tiny_config(data_root, tmp_path / "out", "keypointrcnn_resnet50_fpn")
     kp_on_instances["data"]["train_annotations"] = "annotations/instances_train.json"
@@ -42,7 +44,11 @@ def _bad_cases(data_root: Path, tmp_path: Path) -> dict[str, tuple[dict | str, l
         "negative lr": (good, ["optimizer.lr=-0.1"], ["optimizer.lr"]),
         "zero window": (good, ["optimizer.window=0"], ["optimizer.window"]),
         "wrong type": (good, ["train.epochs=two"], ["train.epochs"]),
-        "missing data": (good, ["data.val_annotations=nope.json"], ["data.val_annotations", "nope.json"]),
+        "missing data": (
+            good,
+            ["data.val_annotations=nope.json"],
+            ["data.val_annotations", "nope.json"],
+        ),
         "too few classes": (good, ["model.num_classes=3"], ["num_classes"]),
         "keypoints on instances": (kp_on_instances, [], ["keypoint"]),
     }
@@ -66,8 +72,16 @@ def test_bad_configs_are_one_line_exit_2_and_write_nothing(data_root, tmp_path):
 def test_set_and_output_dir_override_the_file(data_root, tmp_path):
     cfg = write_config(tiny_config(data_root, tmp_path / "ignored"), tmp_path / "cfg.yaml")
     out = tmp_path / "chosen"
-    result = train_cli("--config", str(cfg), "--output-dir", str(out),
-                       "--set", "train.max_iters_per_epoch=1", "--set", "train.eval_period=0")
+    result = train_cli(
+        "--config",
+        str(cfg),
+        "--output-dir",
+        str(out),
+        "--set",
+        "train.max_iters_per_epoch=1",
+        "--set",
+        "train.eval_period=0",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| bbox |" in result.stdout  # the final summary table
     saved = (out / "config.yaml").read_text()

@@ -26,7 +26,11 @@ def _train(cfg: dict, tmp_path, name: str, **kwargs) -> dict:
 
 
 def _losses(output_dir) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in read_metrics(output_dir / "metrics.jsonl") if r["type"] == "train"}
+    return {
+        r["step"]: r["loss"]
+        for r in read_metrics(output_dir / "metrics.jsonl")
+        if r["type"] == "train"
+    }
 
 
 def _assert_same_weights(a, b) -> None:
@@ -86,12 +90,15 @@ def test_crash_mid_epoch_resumes_from_the_iteration_checkpoint(data_root, tmp_pa
 
 def test_baseline_sgd_multistep_follows_its_schedule(data_root, tmp_path):
     cfg = tiny_config(
-        data_root, tmp_path,
+        data_root,
+        tmp_path,
         optimizer={"name": "sgd", "lr": 0.01},
         schedule={"name": "multistep", "milestones": [1], "gamma": 0.1, "warmup_iters": 0},
         train={"epochs": 2, "max_iters_per_epoch": 2},
     )
     _train(cfg, tmp_path, "sgd")
-    lrs = [r["lr"] for r in read_metrics(tmp_path / "sgd" / "metrics.jsonl") if r["type"] == "train"]
+    lrs = [
+        r["lr"] for r in read_metrics(tmp_path / "sgd" / "metrics.jsonl") if r["type"] == "train"
+    ]
     # The LR logged after step k is the one for step k+1; the drop lands after epoch 1's 2 steps.
     assert lrs == pytest.approx([0.01, 0.001, 0.001, 0.001])

@@ -22,16 +22,33 @@ def tiny_config(data_root: Path, output_dir: Path, arch: str = ARCHS[0], **secti
     keypoints = arch.startswith("keypoint")
     kind = "person_keypoints" if keypoints else "instances"
     cfg = {
-        "model": {"arch": arch, "backbone": "resnet18", "fpn_channels": 32,
-                  "num_classes": 2 if keypoints else 6, "num_keypoints": 5,
-                  "min_size": 64, "max_size": 96},
-        "data": {"root": str(data_root), "train_images": "train", "val_images": "val",
-                 "train_annotations": f"annotations/{kind}_train.json",
-                 "val_annotations": f"annotations/{kind}_val.json", "workers": 0},
+        "model": {
+            "arch": arch,
+            "backbone": "resnet18",
+            "fpn_channels": 32,
+            "num_classes": 2 if keypoints else 6,
+            "num_keypoints": 5,
+            "min_size": 64,
+            "max_size": 96,
+        },
+        "data": {
+            "root": str(data_root),
+            "train_images": "train",
+            "val_images": "val",
+            "train_annotations": f"annotations/{kind}_train.json",
+            "val_annotations": f"annotations/{kind}_val.json",
+            "workers": 0,
+        },
         "optimizer": {"name": "zenith", "lr": 0.01, "window": 2},
         "schedule": {"name": "none", "warmup_iters": 2},
-        "train": {"device": "cpu", "epochs": 1, "images_per_gpu": 2, "log_period": 1,
-                  "max_iters_per_epoch": 2, "seed": 7},
+        "train": {
+            "device": "cpu",
+            "epochs": 1,
+            "images_per_gpu": 2,
+            "log_period": 1,
+            "max_iters_per_epoch": 2,
+            "seed": 7,
+        },
         "eval": {"images_per_gpu": 1},
         "output_dir": str(output_dir),
     }

@@ -21,14 +21,20 @@ MODELS = {"faster": "faster_rcnn_r18", "mask": "mask_rcnn_r18", "keypoint": "key
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The demo command's arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--nproc", type=int, default=2, help="processes (DDP ranks) to train with")
     parser.add_argument("--model", choices=sorted(MODELS), default="faster")
     parser.add_argument("--no-baseline", action="store_true", help="train only the ZENITH run")
     parser.add_argument("--out", default="runs/demo", help="where the runs are written")
     parser.add_argument("--data-root", default="data/demo", help="where the demo data is generated")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="config override passed to every run (e.g. train.epochs=2)",
     )
     return parser
@@ -43,8 +49,13 @@ def _run(cmd: list[str]) -> float:
 
 def train(config: Path, output_dir: Path, nproc: int, overrides: list[str]) -> float:
     """Run tools/train.py under torchrun; returns the wall time in seconds."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}"]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+    ]
     cmd = launcher + ["tools/train.py", "--config", str(config), "--output-dir", str(output_dir)]
     for override in overrides:
         cmd += ["--set", override]
@@ -65,8 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         seconds = train(ROOT / "configs/demo" / f"{name}.yaml", run_dir, args.nproc, overrides)
         rows.append((variant, run_dir, seconds))
     zenith_dir = rows[0][1]
-    _run([sys.executable, "tools/eval.py", "--config", str(zenith_dir / "config.yaml"),
-          "--checkpoint", str(zenith_dir / "best.pth"), "--output-dir", str(zenith_dir / "eval_best")])
+    _run(
+        [
+            sys.executable,
+            "tools/eval.py",
+            "--config",
+            str(zenith_dir / "config.yaml"),
+            "--checkpoint",
+            str(zenith_dir / "best.pth"),
+            "--output-dir",
+            str(zenith_dir / "eval_best"),
+        ]
+    )
     plot = out / f"{MODELS[args.model]}_zenith_vs_multistep.png"
     _run([sys.executable, "tools/plot.py", *[str(r[1]) for r in rows], "--out", str(plot)])
     _print_summary(rows, plot)
@@ -79,8 +100,10 @@ def _print_summary(rows: list[tuple[str, Path, float]], plot: Path) -> None:
     for variant, run_dir, seconds in rows:
         summary = json.loads((run_dir / "summary.json").read_text())
         bbox = summary["final_metrics"].get("bbox", {})
-        print(f"| {variant} | {seconds:.0f} | {summary['best_primary_AP']:.4f} | "
-              f"{bbox.get('AP', float('nan')):.4f} | {bbox.get('AP50', float('nan')):.4f} |")
+        print(
+            f"| {variant} | {seconds:.0f} | {summary['best_primary_AP']:.4f} | "
+            f"{bbox.get('AP', float('nan')):.4f} | {bbox.get('AP50', float('nan')):.4f} |"
+        )
     print(f"\nplot: {plot}\nreports: {rows[0][1] / 'eval_best' / 'report.md'}")
 
 

@@ -26,7 +26,9 @@ PANELS = (
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The plot command's arguments."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("runs", nargs="+", help="run directories or metrics.jsonl files")
     parser.add_argument("--out", default=None, help="PNG path (default: <first run>/training.png)")
     return parser
@@ -41,7 +43,11 @@ def load_run(path: str) -> tuple[str, list[dict], list[dict]]:
         raise FileNotFoundError(f"{file}: no metrics.jsonl")
     records = read_metrics(file)
     label = file.parent.name
-    return label, [r for r in records if r["type"] == "train"], [r for r in records if r["type"] == "eval"]
+    return (
+        label,
+        [r for r in records if r["type"] == "train"],
+        [r for r in records if r["type"] == "eval"],
+    )
 
 
 def plot_runs(runs: list[tuple[str, list[dict], list[dict]]], out: Path) -> Path:
@@ -61,8 +67,12 @@ def plot_runs(runs: list[tuple[str, list[dict], list[dict]]], out: Path) -> Path
             if key == "grad_norm":
                 means = [r.get("grad_norm_window_mean") for r in train]
                 if any(m is not None for m in means):
-                    ax.plot(steps, [float("nan") if m is None else m for m in means],
-                            linestyle="--", label=f"{label} (window mean)")
+                    ax.plot(
+                        steps,
+                        [float("nan") if m is None else m for m in means],
+                        linestyle="--",
+                        label=f"{label} (window mean)",
+                    )
             ax.set_title(title)
             ax.set_xlabel("iteration")
         _plot_map(axes[4], label, evals)

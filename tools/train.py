@@ -1,7 +1,7 @@
 """Train Faster/Mask/Keypoint R-CNN with ZENITH (or a baseline) from a YAML config.
 
-    python tools/train.py --config configs/demo/faster_rcnn_r18_zenith.yaml
-    torchrun --nproc_per_node=8 tools/train.py --config configs/coco/mask_rcnn_r50_fpn_zenith.yaml
+python tools/train.py --config configs/demo/faster_rcnn_r18_zenith.yaml
+torchrun --nproc_per_node=8 tools/train.py --config configs/coco/mask_rcnn_r50_fpn_zenith.yaml
 """
 
 from __future__ import annotations
@@ -17,15 +17,25 @@ from zenith_det.cli import exit_on_user_error, load_cli_config  # noqa: E402
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The train command's arguments (reusable by other launchers)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--config", required=True, help="YAML config (may use _base_)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.epochs=1 (repeatable)",
     )
     parser.add_argument("--output-dir", help="overrides output_dir")
     parser.add_argument(
-        "--resume", nargs="?", const=True, default=None, metavar="PATH",
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="PATH",
         help="continue from PATH, or from last.pth in the output dir when no PATH is given",
     )
     return parser

@@ -150,7 +150,9 @@ def _fpn_backbone(cfg: ModelConfig, pretrained: bool) -> nn.Module:
         if pretrained:
             _load_backbone_weights(body, cfg.backbone_weights)
         if cfg.fpn_channels != 256:
-            raise ValueError("model.fpn_channels must be 256 with model.backbone=mobilenet_v3_large")
+            raise ValueError(
+                "model.fpn_channels must be 256 with model.backbone=mobilenet_v3_large"
+            )
         backbone = _mobilenet_extractor(body, True, min(trainable, 6), norm_layer=None)
         backbone.num_feature_maps = 3
         return backbone
@@ -191,9 +193,7 @@ def _load_backbone_weights(body: nn.Module, path: str) -> None:
         raise ValueError(f"{path}: backbone weights lack {len(missing)} keys, e.g. {missing[:3]}")
 
 
-def describe_state_dict_mismatch(
-    model: nn.Module, state: dict[str, torch.Tensor]
-) -> list[str]:
+def describe_state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Human-readable differences between a model's keys/shapes and a state dict's."""
     own = model.state_dict()
     problems = [f"missing key {k}" for k in own if k not in state]

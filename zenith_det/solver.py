@@ -60,7 +60,10 @@ def build_optimizer(cfg: Config, model: nn.Module, world_size: int) -> torch.opt
         )
     if opt.name == "sgd":
         return torch.optim.SGD(
-            groups, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+            groups,
+            lr=lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
             nesterov=opt.nesterov,
         )
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)

@@ -3,10 +3,17 @@
 `tools/train.py` parses arguments and calls `run_training`; everything a run does is visible in
 this file from top to bottom: distributed start-up, seeding, data, model, optimizer, resume,
 then epochs of train -> evaluate -> checkpoint.
+
+When one rank fails, the others' next collective fails too (gloo: at once, as the dead rank's
+connections close; any backend: after train.dist_timeout_s). So that the survivors can say which
+rank failed and why instead of printing a transport error, a failing rank first writes a one-line
+report into the process group's key-value store, and a rank whose collective failed reads those
+reports and raises `PeerFailureError` naming them. See docs/reliability.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -21,6 +28,7 @@ from torch import nn
 
 from zenith_det import checkpoint as ckpt
 from zenith_det import distributed as dist_utils
+from zenith_det.cli import error_line
 from zenith_det.config import (
     Config,
     config_diff,
@@ -40,12 +48,16 @@ from zenith_det.data import (
 from zenith_det.engine import Progress, StopFlag, TrainLoop, iters_per_epoch, train_one_epoch
 from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
 from zenith_det.metrics_log import MetricsWriter
-from zenith_det.models import build_model, describe_state_dict_mismatch
+from zenith_det.models import build_model
 from zenith_det.solver import build_optimizer, build_scheduler
 
 
 class SetupError(RuntimeError):
     """A problem found before training starts (ranks disagree, checkpoint does not fit)."""
+
+
+class PeerFailureError(RuntimeError):
+    """This rank stopped because another rank failed or stopped answering; the message says which."""
 
 
 @dataclass
@@ -71,22 +83,100 @@ class Job:
 
 
 def run_training(cfg: Config, resume: str | bool | None = None, after_backward=None) -> dict:
-    """Train (or continue) the job described by `cfg`; returns the final summary dict."""
+    """Train (or continue) the job described by `cfg`; returns the final summary dict.
+
+    `after_backward(model, global_step)` is a test hook called after every backward pass (it
+    may corrupt gradients to provoke the non-finite path). A SIGTERM saves a checkpoint at the
+    next iteration boundary and returns `{"stopped": True, ...}`.
+    """
     info = dist_utils.init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     dist_utils.setup_logging(info.rank)
     try:
-        job = _build_job(cfg, info)
-        if resume:
-            _resume(job, resume)
-        _write_run_files(job)
-        stop = StopFlag()
-        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-        try:
-            return _train_epochs(job, stop, after_backward)
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+        return _run(cfg, info, resume, after_backward)
+    except Exception as exc:
+        peer_failure = _peer_failure(exc, info, cfg.train.dist_timeout_s)
+        if peer_failure is None:
+            raise
+        raise peer_failure from exc
     finally:
         dist_utils.cleanup()
+
+
+def _run(cfg: Config, info: dist_utils.DistInfo, resume: str | bool | None, after_backward) -> dict:
+    job = _build_job(cfg, info)
+    if resume:
+        _resume(job, resume)
+    _write_run_files(job)
+    stop = StopFlag()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        return _train_epochs(job, stop, after_backward)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_FAILURE_KEY = "zenith_det/failed/rank{}"
+# What gloo's and NCCL's errors say when a peer is gone or a collective timed out.
+_COLLECTIVE_FAILURE_HINTS = ("gloo", "nccl", "connection closed", "connection reset", "timed out")
+
+
+def _peer_failure(
+    exc: Exception, info: dist_utils.DistInfo, timeout_s: float
+) -> PeerFailureError | None:
+    """The error to raise when `exc` only echoes another rank's failure; None if it is our own.
+
+    Our own failure is reported to the other ranks first, so their error can name this rank.
+    """
+    store = _failure_store() if info.world_size > 1 else None
+    if store is None:
+        return None
+    if not _is_collective_failure(exc):
+        _report_failure(store, info.rank, f"{type(exc).__name__}: {error_line(exc)}")
+        return None
+    reports = _failure_reports(store, info)
+    if reports:
+        causes = "; ".join(f"rank {rank} failed with {text}" for rank, text in reports.items())
+        return PeerFailureError(f"stopped because {causes}")
+    others = [rank for rank in range(info.world_size) if rank != info.rank]
+    return PeerFailureError(
+        f"lost contact with rank(s) {others} and none of them reported an error: one was killed "
+        f"(e.g. out of memory) or is hung (train.dist_timeout_s={timeout_s:g}); "
+        f"{type(exc).__name__}: {error_line(exc)}"
+    )
+
+
+def _is_collective_failure(exc: Exception) -> bool:
+    if isinstance(exc, torch.distributed.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(hint in text for hint in _COLLECTIVE_FAILURE_HINTS)
+
+
+def _failure_store():
+    try:
+        # The rendezvous store outlives a dead rank under torchrun (the agent hosts it).
+        return torch.distributed.distributed_c10d._get_default_store()
+    except Exception:  # a private API: without it the errors are only less specific
+        return None
+
+
+def _report_failure(store, rank: int, text: str) -> None:
+    try:
+        store.set(_FAILURE_KEY.format(rank), text)
+    except Exception:  # the store died with its host; the original error still surfaces
+        pass
+
+
+def _failure_reports(store, info: dist_utils.DistInfo) -> dict[int, str]:
+    reports: dict[int, str] = {}
+    for rank in range(info.world_size):
+        key = _FAILURE_KEY.format(rank)
+        try:
+            if rank != info.rank and store.check([key]):
+                reports[rank] = store.get(key).decode(errors="replace")
+        except Exception:  # store gone: report what was read so far
+            break
+    return reports
 
 
 def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
@@ -95,8 +185,9 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
     _seed_everything(cfg.train.seed, cfg.train.deterministic)
     train_loader = build_train_loader(cfg, info.rank, info.world_size)
     val_loader = build_val_loader(cfg, info.rank, info.world_size)
-    _check_same_dataset_size(len(train_loader.dataset), len(val_loader.dataset))
-    model = build_model(cfg.model).to(info.device)  # same seed on every rank: same init
+    _check_same_dataset_size(cfg, len(train_loader.dataset), len(val_loader.dataset))
+    _log_data_summary(train_loader.dataset)
+    model = _build_model(cfg).to(info.device)  # same seed on every rank: same init
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     optimizer = build_optimizer(cfg, model, info.world_size)
@@ -115,14 +206,46 @@ def _check_ranks_agree(cfg: Config) -> None:
     digest = hashlib.sha256(json.dumps(config_to_dict(cfg), sort_keys=True).encode()).hexdigest()
     digests = dist_utils.all_gather_object(digest)
     bad = [rank for rank, d in enumerate(digests) if d != digests[0]]
-    if bad:
-        raise SetupError(f"ranks {bad} resolved a different config than rank 0; check --set/files")
+    if not bad:
+        return
+    # Every rank saw the same digests, so every rank takes this second collective.
+    configs = [config_from_dict(d) for d in dist_utils.all_gather_object(config_to_dict(cfg))]
+    details = "; ".join(
+        f"rank {rank}: " + ", ".join(config_diff(configs[0], configs[rank])) for rank in bad
+    )
+    raise SetupError(
+        f"ranks {bad} resolved a different config than rank 0 ({details}); every rank must get "
+        "the same --config file, --set overrides and base files"
+    )
 
 
-def _check_same_dataset_size(train_size: int, val_size: int) -> None:
+def _check_same_dataset_size(cfg: Config, train_size: int, val_size: int) -> None:
     sizes = dist_utils.all_gather_object((train_size, val_size))
-    if any(s != sizes[0] for s in sizes):
-        raise SetupError(f"ranks see different dataset sizes (train, val): {sizes}")
+    bad = [rank for rank, size in enumerate(sizes) if size != sizes[0]]
+    if bad:
+        raise SetupError(
+            f"ranks {bad} see a different dataset than rank 0: (train, val) images per rank "
+            f"{sizes}; every rank must read identical {cfg.data.train_annotations} and "
+            f"{cfg.data.val_annotations} under data.root={cfg.data.root}"
+        )
+
+
+def _log_data_summary(dataset) -> None:
+    stats = dataset.stats
+    dist_utils.get_logger().info(
+        "train data: %d images; left out: %d images without a usable annotation, %d boxes with "
+        "no area inside the image, %d crowd annotations", len(dataset), stats.images_filtered,
+        stats.degenerate, stats.crowd,
+    )
+
+
+def _build_model(cfg: Config) -> nn.Module:
+    # model.weights is loaded here rather than by build_model so that a file that does not fit
+    # is a CheckpointError naming the keys and shapes that differ (a user error, exit code 2).
+    model = build_model(dataclasses.replace(cfg.model, weights=None))
+    if cfg.model.weights:
+        ckpt.load_model_weights(model, cfg.model.weights)
+    return model
 
 
 def _prepare_data(cfg: Config, info: dist_utils.DistInfo) -> None:
@@ -149,28 +272,47 @@ def _wrap_ddp(cfg: Config, model: nn.Module, info: dist_utils.DistInfo) -> nn.Mo
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
+_TRAINING_STATE = ("model", "optimizer", "scaler", "progress", "rng", "config")
+
+
 def _resume(job: Job, resume: str | bool) -> None:
     path = ckpt.find_latest(job.cfg.output_dir) if resume is True else Path(resume)
     if path is None:
         raise SetupError(f"--resume: no last.pth in {job.cfg.output_dir}")
     state = ckpt.load_checkpoint(path)
-    problems = describe_state_dict_mismatch(job.bare_model, state["model"])
-    if problems:
-        raise ckpt.CheckpointError(f"{path}: checkpoint does not fit the model: {problems[:5]}")
-    job.bare_model.load_state_dict(state["model"])
-    job.optimizer.load_state_dict(state["optimizer"])
-    if job.scheduler is not None and state.get("scheduler") is not None:
-        job.scheduler.load_state_dict(state["scheduler"])
-    job.scaler.load_state_dict(state["scaler"])
-    job.progress.load_state_dict(state["progress"])
-    rng = state["rng"]
-    ckpt.restore_rng_state(rng[job.info.rank] if job.info.rank < len(rng) else rng[0])
+    missing = [key for key in _TRAINING_STATE if key not in state]
+    if missing:
+        raise ckpt.CheckpointError(
+            f"{path}: not a training checkpoint (no {', '.join(missing)}); to start from its "
+            "weights set model.weights instead of --resume"
+        )
     _warn_config_changes(path, state["config"], job.cfg)
+    misfit = ckpt.describe_misfit(job.bare_model, state["model"], path)
+    if misfit:
+        raise ckpt.CheckpointError(misfit)
+    job.bare_model.load_state_dict(state["model"])
+    _restore_training_state(job, state, path)
     job.writer.truncate_after(job.progress.global_step)
     dist_utils.get_logger().info(
         "resumed from %s at epoch %d, iteration %d", path, job.progress.epoch,
         job.progress.iter_in_epoch,
     )
+
+
+def _restore_training_state(job: Job, state: dict, path: Path) -> None:
+    try:
+        job.optimizer.load_state_dict(state["optimizer"])
+        if job.scheduler is not None and state.get("scheduler") is not None:
+            job.scheduler.load_state_dict(state["scheduler"])
+        job.scaler.load_state_dict(state["scaler"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise ckpt.CheckpointError(
+            f"{path}: its optimizer state does not fit this run's optimizer "
+            f"({job.cfg.optimizer.name}): {error_line(exc)}"
+        ) from exc
+    job.progress.load_state_dict(state["progress"])
+    rng = state["rng"]
+    ckpt.restore_rng_state(rng[job.info.rank] if job.info.rank < len(rng) else rng[0])
 
 
 def _warn_config_changes(path: Path, saved: dict, cfg: Config) -> None:
@@ -185,6 +327,8 @@ def _write_run_files(job: Job) -> None:
     if job.info.is_main:
         Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml")
+        for path in job.manager.remove_stale_temps():
+            dist_utils.get_logger().info("removed %s, a write a killed run left unfinished", path)
 
 
 def _train_epochs(job: Job, stop: StopFlag, after_backward) -> dict:

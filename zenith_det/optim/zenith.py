@@ -125,7 +125,7 @@ class Zenith(Optimizer):
 
     @property
     def window_mean(self) -> float:
-        """Mean of the norms now in the window (mu_t once it is full; nan before any step); may sync."""
+        """Mean of the norms in the window (mu_t once full; nan before any step); may sync."""
         filled = min(int(self._rule.steps), self._rule.window)
         return float(self._rule.ring[:filled].mean()) if filled else float("nan")
 
