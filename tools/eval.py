@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from zenith_det.evaluation.report import format_table, write_report
 from zenith_det.evaluation.result_files import ResultFileError, evaluate_result_file
-from zenith_det.evaluation.scoring import BACKENDS, IOU_TYPES
+from zenith_det.evaluation.scoring import BACKENDS, IOU_TYPES, check_backend
 
 PROG = "eval.py"
 FILE_MODE_OUTPUT = "runs/eval"
@@ -49,15 +49,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fail(message: object) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def run_file_mode(args: argparse.Namespace) -> int:
     """Score --detections against --annotations, print the table, write the files."""
+    try:
+        check_backend(args.backend)
+    except ValueError as exc:  # faster-coco-eval asked for but not installed
+        return _fail(exc)
     try:
         result = evaluate_result_file(
             args.annotations, args.detections, args.iou_types, args.kpt_oks_sigmas, args.backend
         )
     except ResultFileError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     print(format_table(result), end="")
     write_report(result, args.output_dir or FILE_MODE_OUTPUT)
     return 0
@@ -71,8 +79,7 @@ def run_model_mode(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     evaluate_checkpoint(cfg, args.checkpoint, args.output_dir)
     return 0
 

@@ -36,11 +36,13 @@ TOL = 1e-12
 
 @pytest.fixture(scope="module")
 def dataset() -> dict:
+    """Nine images: an odd count, so DistributedSampler pads 2 ranks with a duplicate."""
     return make_ground_truth(num_images=9)
 
 
 @pytest.fixture(scope="module")
 def outputs(dataset: dict) -> dict[int, dict]:
+    """Perturbed detections of `dataset`."""
     return make_outputs(dataset)
 
 

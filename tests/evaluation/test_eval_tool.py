@@ -24,6 +24,7 @@ TOOL = ROOT / "tools" / "eval.py"
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
+    """tools/eval.py in a subprocess, output captured."""
     return subprocess.run(
         [sys.executable, str(TOOL), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -31,6 +32,7 @@ def run_tool(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict:
+    """A ground-truth file and a good results file (bbox, segmentation, keypoints)."""
     folder = tmp_path_factory.mktemp("files")
     dataset = make_ground_truth(num_images=5, seed=7)
     outputs = make_outputs(dataset, seed=8)
@@ -105,6 +107,9 @@ def _bad_cases(files: dict) -> dict:
     short_kpts = [dict(r) for r in records]
     short_kpts[person]["keypoints"] = short_kpts[person]["keypoints"][:-3]
     no_segm = [{k: v for k, v in r.items() if k != "segmentation"} for r in records]
+    # A corrupt RLE string that would make pycocotools' mask.iou loop forever.
+    corrupt = [dict(r) for r in records]
+    corrupt[1]["segmentation"] = {**corrupt[1]["segmentation"], "counts": "zzzzzzzzzzzzzz"}
     return {
         "missing": ("dets", None, [], "file not found"),
         "not_json": ("dets", "[{'image_id': 1", [], "not valid JSON"),
@@ -114,6 +119,7 @@ def _bad_cases(files: dict) -> dict:
         "category": ("dets", [{**records[0], "category_id": 5}], [], "category_id 5"),
         "no_segm": ("dets", no_segm, ["--iou-types", "segm"], "'segmentation' is missing"),
         "kpt_length": ("dets", short_kpts, ["--iou-types", "keypoints"], "expected 51"),
+        "rle": ("dets", corrupt, ["--iou-types", "segm"], "record 1: RLE 'counts'"),
         "sigmas": (
             "gt",
             records,
@@ -133,6 +139,7 @@ CASES = [
     "category",
     "no_segm",
     "kpt_length",
+    "rle",
     "sigmas",
     "gt_schema",
 ]

@@ -21,7 +21,10 @@ class ReplayModel(nn.Module):
 
     def forward(self, images: list[torch.Tensor]) -> list[dict]:
         self.calls.append((self.training, torch.is_inference_mode_enabled()))
-        return [self.outputs[int(image[0, 0, 0])] for image in images]
+        # Clones made here are inference tensors, as a real model's outputs would be.
+        return [
+            {k: v.clone() for k, v in self.outputs[int(image[0, 0, 0])].items()} for image in images
+        ]
 
 
 def test_evaluate_model_equals_feeding_the_evaluator() -> None:

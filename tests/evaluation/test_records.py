@@ -10,6 +10,7 @@ import torch
 from zenith_det.evaluation.records import (
     DetectionBuffer,
     DetectionRecords,
+    MaskWorkspace,
     boxes_xyxy_to_xywh,
     encode_masks,
     merge_stores,
@@ -40,6 +41,13 @@ def test_encode_masks_matches_per_mask_pycocotools() -> None:
     assert encode_masks(torch.zeros(0, 1, 13, 7)) == []
     decoded = mask_utils.decode({"size": [13, 7], "counts": expected[2]})
     assert decoded.sum() == 0
+
+
+def test_a_shared_workspace_gives_the_same_encodings() -> None:
+    workspace = MaskWorkspace()
+    for shape in [(4, 1, 20, 30), (2, 1, 7, 5), (6, 1, 25, 31), (3, 1, 20, 30)]:
+        masks = torch.rand(shape)
+        assert encode_masks(masks, workspace) == encode_masks(masks)
 
 
 def test_boxes_xyxy_to_xywh() -> None:

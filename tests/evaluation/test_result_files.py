@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -18,6 +19,7 @@ from zenith_det.evaluation.result_files import (
     ResultFileError,
     evaluate_detections,
     infer_iou_types,
+    load_ground_truth,
 )
 from zenith_det.evaluation.scoring import STAT_NAMES
 
@@ -38,11 +40,13 @@ def combined_records(outputs: dict) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def dataset() -> dict:
+    """Ground truth shared by this module's tests."""
     return make_ground_truth(num_images=7, seed=5)
 
 
 @pytest.fixture(scope="module")
 def outputs(dataset: dict) -> dict:
+    """Perturbed detections of `dataset`."""
     return make_outputs(dataset, seed=6)
 
 
@@ -92,6 +96,10 @@ def test_infer_iou_types() -> None:
         (lambda r: r[3].pop("segmentation"), ["segm"], "'segmentation' is missing"),
         (lambda r: r[0]["segmentation"].update(size=[1, 1]), ["segm"], "RLE size [1, 1]"),
         (lambda r: r[0].update(score=float("nan")), None, "not a finite number"),
+        (lambda r: r[4]["segmentation"].update(counts="zzzz"), ["segm"], "record 4: RLE"),
+        (lambda r: r[1]["segmentation"].update(counts="@"), ["segm"], "negative run"),
+        (lambda r: r[2]["segmentation"].update(counts="P"), ["segm"], "middle of a run"),
+        (lambda r: r[3]["segmentation"].update(counts="0"), ["segm"], "covers 0 pixels"),
     ],
 )
 def test_bad_records_raise_one_clear_error(dataset, outputs, mutate, iou_types, message) -> None:
@@ -108,3 +116,23 @@ def test_wrong_keypoint_length_names_the_expected_count(dataset, outputs) -> Non
     person["keypoints"] = person["keypoints"][:-3]
     with pytest.raises(ResultFileError, match="has 48 values, expected 51"):
         evaluate_detections(coco_from_dataset(dataset), records, ["keypoints"])
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["annotations"][0].pop("iscrowd"), "annotations[0] needs a numeric 'area'"),
+        (lambda d: d["annotations"][2].update(image_id=5), "annotations[2]: image_id 5 is not"),
+        (lambda d: d["annotations"][1].update(bbox=None), "annotations[1]: 'bbox' must be"),
+        (lambda d: d["images"][1].pop("height"), "images[1] needs integer id, height, width"),
+        (lambda d: d["categories"].append({"name": "x"}), "categories[4] needs integer id"),
+    ],
+)
+def test_bad_ground_truth_is_one_clear_error(dataset: dict, tmp_path, mutate, message) -> None:
+    broken = copy.deepcopy(dataset)
+    mutate(broken)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(broken))
+    with pytest.raises(ResultFileError) as info:
+        load_ground_truth(path)
+    assert str(info.value).startswith(f"{path}: {message}")

@@ -20,7 +20,6 @@ def _image_id(target: dict[str, Any]) -> int:
     return int(image_id.item() if isinstance(image_id, torch.Tensor) else image_id)
 
 
-@torch.inference_mode()
 def _predict(model: nn.Module, images: list[torch.Tensor], device: torch.device, amp: bool) -> list:
     images = [image.to(device, non_blocking=True) for image in images]
     with torch.autocast(device_type=device.type, enabled=amp):
@@ -45,13 +44,14 @@ def evaluate_model(
     model.eval()
     start = time.perf_counter()
     try:
-        bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()))
-        for images, targets in bar:
-            outputs = _predict(model, list(images), device, amp)
-            # Outputs stay on the device: the evaluator thresholds masks there and moves
-            # only booleans and the small tensors to the CPU.
-            evaluator.update(outputs, [_image_id(t) for t in targets])
-            del outputs
+        with torch.inference_mode():  # covers the evaluator too: it only reads the outputs
+            bar = tqdm(loader, desc="eval", disable=not (progress and is_main_process()))
+            for images, targets in bar:
+                outputs = _predict(model, list(images), device, amp)
+                # Outputs stay on the device: the evaluator thresholds masks there and moves
+                # only booleans and the small tensors to the CPU.
+                evaluator.update(outputs, [_image_id(t) for t in targets])
+                del outputs
     finally:
         model.train(was_training)
     predict_s = time.perf_counter() - start

@@ -16,6 +16,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
+from zenith_det.evaluation.rle_check import first_bad_rle
 from zenith_det.evaluation.scoring import (
     IOU_TYPE_FIELD,
     IOU_TYPES,
@@ -58,17 +59,46 @@ def read_json(path: str | Path) -> Any:
 
 
 def load_ground_truth(path: str | Path) -> COCO:
-    """A pycocotools COCO from a COCO-format annotation file, checked for the top-level lists."""
+    """A pycocotools COCO from a COCO-format annotation file, after checking the fields that
+    COCOeval reads."""
     dataset = read_json(path)
     if not isinstance(dataset, dict):
         raise ResultFileError(f"{path}: expected a COCO annotation object, got a JSON list")
+    try:
+        check_ground_truth(dataset)
+    except ResultFileError as exc:
+        raise ResultFileError(f"{path}: {exc}", source="annotations") from None
+    return quiet_coco(dataset)
+
+
+def check_ground_truth(dataset: dict[str, Any]) -> None:
+    """Raise ResultFileError unless images, categories and annotations have what COCOeval reads."""
     for key in ("images", "annotations", "categories"):
         if not isinstance(dataset.get(key), list):
-            raise ResultFileError(f"{path}: missing the '{key}' list of a COCO annotation file")
-    try:
-        return quiet_coco(dataset)
-    except (KeyError, TypeError) as exc:
-        raise ResultFileError(f"{path}: malformed COCO annotations ({exc!r})") from None
+            raise ResultFileError(f"missing the '{key}' list of a COCO annotation file")
+    ids: dict[str, set[int]] = {}
+    for key, fields in (("images", ("id", "height", "width")), ("categories", ("id",))):
+        for n, item in enumerate(dataset[key]):
+            if not isinstance(item, dict) or not all(_is_int(item.get(f)) for f in fields):
+                raise ResultFileError(f"{key}[{n}] needs integer {', '.join(fields)}")
+        ids[key] = {item["id"] for item in dataset[key]}
+    for n, ann in enumerate(dataset["annotations"]):
+        _check_annotation(n, ann, ids["images"], ids["categories"])
+
+
+def _check_annotation(n: int, ann: Any, images: set[int], categories: set[int]) -> None:
+    where = f"annotations[{n}]"
+    if not isinstance(ann, dict) or not _is_int(ann.get("id")):
+        raise ResultFileError(f"{where} needs an integer id")
+    if ann.get("image_id") not in images:
+        raise ResultFileError(f"{where}: image_id {ann.get('image_id')!r} is not an image")
+    if ann.get("category_id") not in categories:
+        raise ResultFileError(f"{where}: category_id {ann.get('category_id')!r} is unknown")
+    if not _is_finite(ann.get("area")) or ann.get("iscrowd") not in (0, 1):
+        raise ResultFileError(f"{where} needs a numeric 'area' and 'iscrowd' 0 or 1")
+    box = ann.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_finite(v) for v in box)):
+        raise ResultFileError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h]")
 
 
 def infer_iou_types(detections: Sequence[dict[str, Any]]) -> tuple[str, ...]:
@@ -131,6 +161,12 @@ def check_fields(
         # Keypoints are scored on keypoint categories only; other records are left out.
         if "keypoints" in iou_types and record["category_id"] in kpt_cats:
             _check_keypoints(n, record, scorer.num_keypoints or 0)
+    if "segm" in iou_types:
+        strings = [r["segmentation"]["counts"] for r in detections]
+        pixels = [r["segmentation"]["size"][0] * r["segmentation"]["size"][1] for r in detections]
+        bad = first_bad_rle(strings, pixels)
+        if bad is not None:
+            raise ResultFileError(f"record {bad[0]}: {bad[1]}")
 
 
 def _missing(n: int, field: str, iou_type: str) -> ResultFileError:
