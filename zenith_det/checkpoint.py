@@ -5,6 +5,8 @@ Namespace or a dataclass), so the safe loader reads it. Files are written to a t
 the same directory, fsynced, then renamed over the target: a reader sees the old file or the new
 one, never half of one. Periodic snapshots and best.pth are hard links to the file just written
 (snapshots are never modified in place, so sharing the inode is safe and costs no extra I/O).
+A process killed mid-write leaves only a hidden `.<name>.tmp.<pid>` file, which no loader looks
+at and which `CheckpointManager.remove_stale_temps` deletes when the next run starts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 LAST = "last.pth"
 BEST = "best.pth"
 _SNAPSHOT = re.compile(r"^model_e(\d+)_i(\d+)\.pth$")
+_TEMP = re.compile(r"^\..+\.tmp\.\d+$")  # what atomic_save and _atomic_link write first
 
 
 class CheckpointError(RuntimeError):
@@ -75,7 +78,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})")
+        # The safe loader's refusal runs to many lines; its first names the offending type.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}: {first})"
+        ) from exc
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
@@ -110,6 +117,18 @@ class CheckpointManager:
         found = [p for p in self.dir.glob("model_e*_i*.pth") if _SNAPSHOT.match(p.name)]
         return sorted(found, key=lambda p: tuple(int(g) for g in _SNAPSHOT.match(p.name).groups()))
 
+    def remove_stale_temps(self) -> list[Path]:
+        """Delete temporary files a killed writer left behind; returns what was removed.
+
+        Call only while no other process writes to this directory (at the start of a run).
+        """
+        if not self.dir.is_dir():
+            return []
+        stale = sorted(p for p in self.dir.iterdir() if _TEMP.match(p.name) and p.is_file())
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def _prune(self) -> None:
         for old in self.snapshots()[: -self.keep_last]:
             old.unlink(missing_ok=True)
@@ -140,15 +159,26 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a checkpoint's (or a raw state dict file's) model weights, or say what differs."""
+def describe_misfit(
+    model: torch.nn.Module, weights: Mapping[str, Any], path: str | Path
+) -> str | None:
+    """None if `weights` fit `model` key for key and shape; else one line naming what differs."""
+    # Imported here: reading checkpoints must not pull in torchvision's model zoo.
     from zenith_det.models import describe_state_dict_mismatch
 
+    problems = describe_state_dict_mismatch(model, dict(weights))
+    if not problems:
+        return None
+    shown = "; ".join(problems[:5])
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return f"{path}: checkpoint does not fit the model: {shown}{more}"
+
+
+def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load a checkpoint's (or a raw state dict file's) model weights, or say what differs."""
     state = load_checkpoint(path)
     weights = state["model"] if isinstance(state.get("model"), dict) else state
-    problems = describe_state_dict_mismatch(model, weights)
-    if problems:
-        shown = "; ".join(problems[:5])
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: {shown}{more}")
+    misfit = describe_misfit(model, weights, path)
+    if misfit:
+        raise CheckpointError(misfit)
     model.load_state_dict(weights)

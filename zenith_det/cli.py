@@ -1,11 +1,19 @@
-"""What the command-line tools share: config loading with overrides, and user-error exits.
+"""What the command-line tools share: config loading with overrides, and clean failure exits.
 
-A user error (bad config, bad data, unusable checkpoint) is one line on stderr and exit code 2,
-never a traceback; anything else is a bug and keeps its traceback.
+A failure the user can act on is one line on stderr (prefixed with the rank in a distributed
+run), never a traceback, and an exit code that says which kind it was:
+
+- 2 (`USAGE_ERROR`): the input is wrong: config, data, checkpoint, ranks that disagree;
+- 3 (`DIVERGED`): training stopped itself after train.max_consecutive_nonfinite non-finite
+  steps; last.pth holds the state from before them;
+- 1 (`PEER_FAILED`): this rank stopped because another rank failed or stopped answering.
+
+Anything else is a bug and keeps its traceback (Python's exit code 1).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,6 +21,8 @@ from contextlib import contextmanager
 from zenith_det.config import Config, ConfigError, check_data_paths, load_config
 
 USAGE_ERROR = 2
+DIVERGED = 3
+PEER_FAILED = 1
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -30,14 +40,52 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def exit_code_for(exc: BaseException) -> int | None:
+    """The exit code of a failure reported as one line; None for a bug (keep the traceback)."""
+    if isinstance(exc, user_error_types()):
+        return USAGE_ERROR
+    try:
+        from zenith_det.engine import NonFiniteLossError
+        from zenith_det.training import PeerFailureError
+    except ImportError:  # eval-only installs may not import the training stack
+        return None
+    if isinstance(exc, NonFiniteLossError):
+        return DIVERGED
+    if isinstance(exc, PeerFailureError):
+        return PEER_FAILED
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """The exception's message as one line (a DataLoader worker's original message, unwrapped)."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        # DataLoader re-raises a worker's exception with the worker's traceback as its message;
+        # the last line is "module.Type: original message".
+        last = text.splitlines()[-1]
+        text = last.split(f"{type(exc).__name__}: ", 1)[-1] + " (in a DataLoader worker)"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines) if lines else type(exc).__name__
+
+
+def _rank_prefix() -> str:
+    # The process group is gone by now; torchrun's environment still says who we are.
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return ""
+    return f"[rank {os.environ.get('RANK', '?')}] "
+
+
 @contextmanager
 def exit_on_user_error() -> Iterator[None]:
-    """Turn a user error raised inside the block into one stderr line and exit code 2."""
+    """Turn a user error or a clean stop raised inside the block into one stderr line and exit."""
     try:
         yield
-    except user_error_types() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(USAGE_ERROR)
+    except Exception as exc:
+        code = exit_code_for(exc)
+        if code is None:
+            raise
+        print(f"error: {_rank_prefix()}{error_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(code)
 
 
 def load_cli_config(

@@ -3,7 +3,12 @@
 Every iteration all-reduces one small vector: the per-rank losses (for logging, as the
 torchvision reference does) with a stop flag appended. Because every rank then holds the same
 numbers, every rank takes the same decision about a non-finite loss (skip the step) and about a
-scheduler's SIGTERM (checkpoint and stop) without any extra collective.
+scheduler's SIGTERM (checkpoint and stop) without any extra collective. A non-finite gradient
+norm is the same on every rank too (ZENITH all-reduces it; DDP averages the gradients), so the
+step is skipped everywhere; after train.max_consecutive_nonfinite such iterations in a row every
+rank saves a checkpoint of the untouched weights and raises NonFiniteLossError. A skipped
+step also puts BatchNorm's running statistics back as they were before its forward pass, which
+had already folded the (possibly inf/NaN) batch into them.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -97,20 +103,25 @@ class _Window:
 
 
 def train_one_epoch(loop: TrainLoop, progress: Progress) -> bool:
-    """Train from `progress.iter_in_epoch` to the end of the epoch; False if a stop was requested."""
+    """Train from `progress.iter_in_epoch` to the epoch's end; False if a stop was requested."""
     loop.model.train()
     total = iters_per_epoch(loop.cfg, loop.loader)
     bar = tqdm(
-        total=total, initial=progress.iter_in_epoch, desc=f"epoch {progress.epoch}",
-        disable=not loop.show_progress, dynamic_ncols=True, leave=False,
+        total=total,
+        initial=progress.iter_in_epoch,
+        desc=f"epoch {progress.epoch}",
+        disable=not loop.show_progress,
+        dynamic_ncols=True,
+        leave=False,
     )
     window = _Window()
+    running_stats = _RunningStats(loop.model)
     for images, targets in loop.loader:
         if progress.iter_in_epoch >= total:
             break  # train.max_iters_per_epoch truncates the epoch
         images = [img.to(loop.device, non_blocking=True) for img in images]
         targets = [_to_device(t, loop.device) for t in targets]
-        losses, stop = _train_step(loop, progress, images, targets)
+        losses, stop = _train_step(loop, progress, images, targets, running_stats)
         window.add(losses, len(images) * get_world_size())
         progress.iter_in_epoch += 1
         progress.global_step += 1
@@ -119,6 +130,10 @@ def train_one_epoch(loop: TrainLoop, progress: Progress) -> bool:
         if progress.global_step % loop.cfg.train.log_period == 0:
             _log_period(loop, progress, window)
             window = _Window()
+        if progress.consecutive_nonfinite >= loop.cfg.train.max_consecutive_nonfinite:
+            bar.close()
+            loop.save_checkpoint()  # skipped steps left the weights as they were: the good state
+            raise NonFiniteLossError(_diverged_message(loop.cfg, progress))
         if stop:
             bar.close()
             loop.save_checkpoint()
@@ -141,37 +156,95 @@ def _mid_epoch_checkpoint_due(cfg: Config, progress: Progress, total: int) -> bo
 
 
 def _to_device(target: dict, device: torch.device) -> dict:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in target.items()}
+    return {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in target.items()
+    }
+
+
+class _RunningStats:
+    """BatchNorm running statistics from before a forward pass, restored if the step is skipped."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.buffers = [
+            buffer
+            for module in model.modules()
+            if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+            if buffer is not None
+        ]
+        self.saved: list[torch.Tensor] = []
+
+    def save(self) -> None:
+        """Copy the current statistics (a few hundred KB for a ResNet-50: cheap per iteration)."""
+        self.saved = [buffer.clone() for buffer in self.buffers]
+
+    def restore(self) -> None:
+        """Put back what `save` copied."""
+        with torch.no_grad():
+            for buffer, saved in zip(self.buffers, self.saved, strict=True):
+                buffer.copy_(saved)
 
 
 def _train_step(
-    loop: TrainLoop, progress: Progress, images: list, targets: list
+    loop: TrainLoop,
+    progress: Progress,
+    images: list,
+    targets: list,
+    running_stats: _RunningStats,
 ) -> tuple[dict[str, float], bool]:
     """One iteration; returns the rank-averaged losses and whether every rank must stop now."""
+    running_stats.save()
     amp_dtype = torch.bfloat16 if loop.device.type == "cpu" else torch.float16
     with torch.autocast(loop.device.type, dtype=amp_dtype, enabled=loop.cfg.train.amp):
         loss_dict = loop.model(images, targets)
     loss = sum(loss_dict.values())
     logged, stop = _reduce_losses(loss_dict, loss, loop.stop.requested)
     if not math.isfinite(logged["loss"]):
+        running_stats.restore()
         _count_nonfinite(loop, progress, f"loss is {logged['loss']}")
         return logged, stop
     loop.optimizer.zero_grad(set_to_none=True)
     loop.scaler.scale(loss).backward()
     if loop.after_backward is not None:
         loop.after_backward(loop.model, progress.global_step)
-    skipped_before = _skipped_steps(loop.optimizer)
+    if _optimizer_step(loop):
+        progress.consecutive_nonfinite = 0
+    else:
+        running_stats.restore()
+        _count_nonfinite(loop, progress, "gradient norm is not finite")
+    return logged, stop
+
+
+def _optimizer_step(loop: TrainLoop) -> bool:
+    """Clip, step, update the scaler and schedule; False if a non-finite gradient skipped the step.
+
+    GradScaler's own overflow skips (AMP) are routine and not reported as non-finite: the scale
+    is lowered and ZENITH never sees the step, so its window stays as it was.
+    """
     grad_norm = _clip_gradients(loop)
-    step_kwargs = {"grad_norm": grad_norm} if grad_norm is not None and _is_zenith(loop) else {}
-    loop.scaler.step(loop.optimizer, **step_kwargs)
+    applied = True
+    if _is_zenith(loop):
+        skipped_before = loop.optimizer.skipped_steps
+        step_kwargs = {"grad_norm": grad_norm} if grad_norm is not None else {}
+        loop.scaler.step(loop.optimizer, **step_kwargs)
+        applied = loop.optimizer.skipped_steps == skipped_before
+    elif loop.scaler.is_enabled():
+        loop.scaler.step(loop.optimizer)
+    else:
+        # SGD/AdamW would write NaN into the weights; skip as ZENITH does (spec decision 7).
+        norm = grad_norm if grad_norm is not None else _grad_norm(loop.optimizer)
+        applied = bool(torch.isfinite(norm))
+        if applied:
+            loop.optimizer.step()
     loop.scaler.update()
     if loop.scheduler is not None:
         loop.scheduler.step()
-    if _skipped_steps(loop.optimizer) > skipped_before:
-        _count_nonfinite(loop, progress, "gradient norm is not finite")
-    else:
-        progress.consecutive_nonfinite = 0
-    return logged, stop
+    return applied
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads, foreach=True)
 
 
 def _reduce_losses(
@@ -202,25 +275,26 @@ def _is_zenith(loop: TrainLoop) -> bool:
     return isinstance(loop.optimizer, Zenith)
 
 
-def _skipped_steps(optimizer: torch.optim.Optimizer) -> int:
-    return optimizer.skipped_steps if isinstance(optimizer, Zenith) else 0
-
-
 def _count_nonfinite(loop: TrainLoop, progress: Progress, why: str) -> None:
     progress.skipped_nonfinite += 1
     progress.consecutive_nonfinite += 1
-    limit = loop.cfg.train.max_consecutive_nonfinite
     get_logger().warning(
         "step %d skipped: %s (%d in a row, limit %d)",
-        progress.global_step, why, progress.consecutive_nonfinite, limit,
+        progress.global_step,
+        why,
+        progress.consecutive_nonfinite,
+        loop.cfg.train.max_consecutive_nonfinite,
     )
-    if progress.consecutive_nonfinite >= limit:
-        raise NonFiniteLossError(
-            f"{progress.consecutive_nonfinite} consecutive non-finite steps at iteration "
-            f"{progress.global_step} (train.max_consecutive_nonfinite={limit}); the last good "
-            "state is in last.pth. Lower optimizer.lr, enable train.clip_grad_norm, or check "
-            "the data."
-        )
+
+
+def _diverged_message(cfg: Config, progress: Progress) -> str:
+    return (
+        f"{progress.consecutive_nonfinite} consecutive non-finite steps up to iteration "
+        f"{progress.global_step} (train.max_consecutive_nonfinite="
+        f"{cfg.train.max_consecutive_nonfinite}); the weights and optimizer state from before "
+        f"them are saved in {Path(cfg.output_dir) / 'last.pth'}. Lower optimizer.lr, enable "
+        "train.clip_grad_norm, or check the data."
+    )
 
 
 def _current_lr(optimizer: torch.optim.Optimizer) -> float:

@@ -13,12 +13,11 @@ reports and raises `PeerFailureError` naming them. See docs/reliability.md.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import random
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,6 @@ from zenith_det.config import (
 from zenith_det.data import (
     build_train_loader,
     build_val_loader,
-    check_annotations_match_model,
     ensure_demo_dataset,
 )
 from zenith_det.engine import Progress, StopFlag, TrainLoop, iters_per_epoch, train_one_epoch
@@ -57,7 +55,7 @@ class SetupError(RuntimeError):
 
 
 class PeerFailureError(RuntimeError):
-    """This rank stopped because another rank failed or stopped answering; the message says which."""
+    """This rank stopped because another rank failed or went silent; the message names it."""
 
 
 @dataclass
@@ -148,8 +146,9 @@ def _peer_failure(
 def _is_collective_failure(exc: Exception) -> bool:
     if isinstance(exc, torch.distributed.DistError):
         return True
+    # gloo raises plain RuntimeErrors; our own error types (SetupError...) are never one.
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(hint in text for hint in _COLLECTIVE_FAILURE_HINTS)
+    return type(exc) is RuntimeError and any(hint in text for hint in _COLLECTIVE_FAILURE_HINTS)
 
 
 def _failure_store():
@@ -192,10 +191,18 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     optimizer = build_optimizer(cfg, model, info.world_size)
     scheduler = build_scheduler(cfg, optimizer, iters_per_epoch(cfg, train_loader))
-    scaler = torch.amp.GradScaler(info.device.type, enabled=cfg.train.amp and info.device.type == "cuda")
+    scaler = torch.amp.GradScaler(
+        info.device.type, enabled=cfg.train.amp and info.device.type == "cuda"
+    )
     return Job(
-        cfg=cfg, info=info, model=_wrap_ddp(cfg, model, info), optimizer=optimizer,
-        scheduler=scheduler, scaler=scaler, train_loader=train_loader, val_loader=val_loader,
+        cfg=cfg,
+        info=info,
+        model=_wrap_ddp(cfg, model, info),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        train_loader=train_loader,
+        val_loader=val_loader,
         manager=ckpt.CheckpointManager(cfg.output_dir, cfg.train.keep_last),
         writer=MetricsWriter(Path(cfg.output_dir) / "metrics.jsonl", info.is_main),
         progress=Progress(),
@@ -234,15 +241,18 @@ def _log_data_summary(dataset) -> None:
     stats = dataset.stats
     dist_utils.get_logger().info(
         "train data: %d images; left out: %d images without a usable annotation, %d boxes with "
-        "no area inside the image, %d crowd annotations", len(dataset), stats.images_filtered,
-        stats.degenerate, stats.crowd,
+        "no area inside the image, %d crowd annotations",
+        len(dataset),
+        stats.images_filtered,
+        stats.degenerate,
+        stats.crowd,
     )
 
 
 def _build_model(cfg: Config) -> nn.Module:
     # model.weights is loaded here rather than by build_model so that a file that does not fit
     # is a CheckpointError naming the keys and shapes that differ (a user error, exit code 2).
-    model = build_model(dataclasses.replace(cfg.model, weights=None))
+    model = build_model(replace(cfg.model, weights=None))
     if cfg.model.weights:
         ckpt.load_model_weights(model, cfg.model.weights)
     return model
@@ -294,7 +304,9 @@ def _resume(job: Job, resume: str | bool) -> None:
     _restore_training_state(job, state, path)
     job.writer.truncate_after(job.progress.global_step)
     dist_utils.get_logger().info(
-        "resumed from %s at epoch %d, iteration %d", path, job.progress.epoch,
+        "resumed from %s at epoch %d, iteration %d",
+        path,
+        job.progress.epoch,
         job.progress.iter_in_epoch,
     )
 
@@ -317,10 +329,13 @@ def _restore_training_state(job: Job, state: dict, path: Path) -> None:
 
 def _warn_config_changes(path: Path, saved: dict, cfg: Config) -> None:
     changes = config_diff(config_from_dict(saved, source=str(path)), cfg)
-    if changes:
-        dist_utils.get_logger().warning(
-            "resuming with a config that differs from the checkpoint's: %s", "; ".join(changes)
-        )
+    if not changes:
+        return
+    message = "resuming with a config that differs from the checkpoint's: " + "; ".join(changes)
+    if any(change.startswith("optimizer.") for change in changes):
+        # Optimizer.load_state_dict restores every param group's lr, momentum and weight decay.
+        message += " (the optimizer's lr, momentum and weight decay come from the checkpoint)"
+    dist_utils.get_logger().warning(message)
 
 
 def _write_run_files(job: Job) -> None:
@@ -334,10 +349,18 @@ def _write_run_files(job: Job) -> None:
 def _train_epochs(job: Job, stop: StopFlag, after_backward) -> dict:
     cfg, progress = job.cfg, job.progress
     loop = TrainLoop(
-        cfg=cfg, model=job.model, optimizer=job.optimizer, scheduler=job.scheduler,
-        scaler=job.scaler, loader=job.train_loader, device=job.info.device, writer=job.writer,
-        save_checkpoint=lambda: _save(job, snapshot=False, is_best=False), stop=stop,
-        show_progress=job.info.is_main, after_backward=after_backward,
+        cfg=cfg,
+        model=job.model,
+        optimizer=job.optimizer,
+        scheduler=job.scheduler,
+        scaler=job.scaler,
+        loader=job.train_loader,
+        device=job.info.device,
+        writer=job.writer,
+        save_checkpoint=lambda: _save(job, snapshot=False, is_best=False),
+        stop=stop,
+        show_progress=job.info.is_main,
+        after_backward=after_backward,
     )
     metrics: dict = {}
     while progress.epoch < cfg.train.epochs:
@@ -372,13 +395,21 @@ def _maybe_evaluate(job: Job, previous: dict) -> tuple[dict, bool]:
     is_best = best is None or score > best
     if is_best:
         job.progress.best_metric = score
-    job.writer.write({
-        "type": "eval", "epoch": job.progress.epoch, "step": job.progress.global_step,
-        "metrics": result.metrics, "primary": key, "primary_AP": score,
-    })
+    job.writer.write(
+        {
+            "type": "eval",
+            "epoch": job.progress.epoch,
+            "step": job.progress.global_step,
+            "metrics": result.metrics,
+            "primary": key,
+            "primary_AP": score,
+        }
+    )
     if job.info.is_main:
         write_report(result, Path(job.cfg.output_dir) / "eval")
-        dist_utils.get_logger().info("epoch %d evaluation\n%s", job.progress.epoch, format_table(result))
+        dist_utils.get_logger().info(
+            "epoch %d evaluation\n%s", job.progress.epoch, format_table(result)
+        )
     return result.metrics, is_best
 
 
@@ -386,11 +417,17 @@ def evaluate(job: Job):
     """COCO evaluation of the current model on the val set (every rank takes part)."""
     cfg = job.cfg
     evaluator = CocoEvaluator(
-        job.val_loader.dataset.coco, iou_types_for(cfg.model.arch),
-        kpt_oks_sigmas=cfg.data.kpt_oks_sigmas, backend=cfg.eval.backend,
+        job.val_loader.dataset.coco,
+        iou_types_for(cfg.model.arch),
+        kpt_oks_sigmas=cfg.data.kpt_oks_sigmas,
+        backend=cfg.eval.backend,
     )
     return evaluate_model(
-        job.model, job.val_loader, evaluator, job.info.device, amp=cfg.train.amp,
+        job.model,
+        job.val_loader,
+        evaluator,
+        job.info.device,
+        amp=cfg.train.amp,
         progress=job.info.is_main,
     )
 
