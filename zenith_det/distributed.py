@@ -147,6 +147,52 @@ def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return out / get_world_size()
 
 
+_FAILURE_KEY = "zenith_det/failed/rank{}"
+# What gloo's and NCCL's errors say when a peer is gone or a collective timed out.
+_COLLECTIVE_FAILURE_HINTS = ("gloo", "nccl", "connection closed", "connection reset", "timed out")
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """True when `exc` is a collective that failed because a peer died or timed out."""
+    if isinstance(exc, dist.DistError):
+        return True
+    # gloo raises plain RuntimeErrors; the package's own error types are never one.
+    text = str(exc).lower()
+    return type(exc) is RuntimeError and any(hint in text for hint in _COLLECTIVE_FAILURE_HINTS)
+
+
+def _failure_store() -> Any:
+    try:
+        # The rendezvous store outlives a dead rank under torchrun (the agent hosts it).
+        return dist.distributed_c10d._get_default_store()
+    except Exception:  # a private API: without it the errors are only less specific
+        return None
+
+
+def report_failure(rank: int, text: str) -> None:
+    """Leave a one-line failure report in the rendezvous store for the other ranks to read."""
+    store = _failure_store()
+    try:
+        if store is not None:
+            store.set(_FAILURE_KEY.format(rank), text)
+    except Exception:  # the store died with its host; the original error still surfaces
+        pass
+
+
+def failure_reports(rank: int, world_size: int) -> dict[int, str]:
+    """The failure reports other ranks left in the store, by rank."""
+    store = _failure_store()
+    reports: dict[int, str] = {}
+    for other in range(world_size):
+        key = _FAILURE_KEY.format(other)
+        try:
+            if store is not None and other != rank and store.check([key]):
+                reports[other] = store.get(key).decode(errors="replace")
+        except Exception:  # store gone: report what was read so far
+            break
+    return reports
+
+
 class _MainRankFilter(logging.Filter):
     def __init__(self, rank: int) -> None:
         super().__init__()

@@ -113,11 +113,6 @@ def _run(cfg: Config, info: dist_utils.DistInfo, resume: str | bool | None, afte
         signal.signal(signal.SIGTERM, previous)
 
 
-_FAILURE_KEY = "zenith_det/failed/rank{}"
-# What gloo's and NCCL's errors say when a peer is gone or a collective timed out.
-_COLLECTIVE_FAILURE_HINTS = ("gloo", "nccl", "connection closed", "connection reset", "timed out")
-
-
 def _peer_failure(
     exc: Exception, info: dist_utils.DistInfo, timeout_s: float
 ) -> PeerFailureError | None:
@@ -125,13 +120,12 @@ def _peer_failure(
 
     Our own failure is reported to the other ranks first, so their error can name this rank.
     """
-    store = _failure_store() if info.world_size > 1 else None
-    if store is None:
+    if info.world_size == 1:
         return None
-    if not _is_collective_failure(exc):
-        _report_failure(store, info.rank, f"{type(exc).__name__}: {error_line(exc)}")
+    if not dist_utils.is_collective_failure(exc):
+        dist_utils.report_failure(info.rank, f"{type(exc).__name__}: {error_line(exc)}")
         return None
-    reports = _failure_reports(store, info)
+    reports = dist_utils.failure_reports(info.rank, info.world_size)
     if reports:
         causes = "; ".join(f"rank {rank} failed with {text}" for rank, text in reports.items())
         return PeerFailureError(f"stopped because {causes}")
@@ -141,41 +135,6 @@ def _peer_failure(
         f"(e.g. out of memory) or is hung (train.dist_timeout_s={timeout_s:g}); "
         f"{type(exc).__name__}: {error_line(exc)}"
     )
-
-
-def _is_collective_failure(exc: Exception) -> bool:
-    if isinstance(exc, torch.distributed.DistError):
-        return True
-    # gloo raises plain RuntimeErrors; our own error types (SetupError...) are never one.
-    text = str(exc).lower()
-    return type(exc) is RuntimeError and any(hint in text for hint in _COLLECTIVE_FAILURE_HINTS)
-
-
-def _failure_store():
-    try:
-        # The rendezvous store outlives a dead rank under torchrun (the agent hosts it).
-        return torch.distributed.distributed_c10d._get_default_store()
-    except Exception:  # a private API: without it the errors are only less specific
-        return None
-
-
-def _report_failure(store, rank: int, text: str) -> None:
-    try:
-        store.set(_FAILURE_KEY.format(rank), text)
-    except Exception:  # the store died with its host; the original error still surfaces
-        pass
-
-
-def _failure_reports(store, info: dist_utils.DistInfo) -> dict[int, str]:
-    reports: dict[int, str] = {}
-    for rank in range(info.world_size):
-        key = _FAILURE_KEY.format(rank)
-        try:
-            if rank != info.rank and store.check([key]):
-                reports[rank] = store.get(key).decode(errors="replace")
-        except Exception:  # store gone: report what was read so far
-            break
-    return reports
 
 
 def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
@@ -406,7 +365,9 @@ def _maybe_evaluate(job: Job, previous: dict) -> tuple[dict, bool]:
         }
     )
     if job.info.is_main:
-        write_report(result, Path(job.cfg.output_dir) / "eval")
+        # detections.json is large with masks: write it once, for the final model.
+        last = job.progress.epoch + 1 == job.cfg.train.epochs
+        write_report(result, Path(job.cfg.output_dir) / "eval", detections=last)
         dist_utils.get_logger().info(
             "epoch %d evaluation\n%s", job.progress.epoch, format_table(result)
         )
