@@ -30,3 +30,8 @@ demo: setup
 
 clean:
 	rm -rf $(VENV) runs data/demo
+
+lint: setup
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
