@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from zenith_det.checkpoint import CheckpointError
 from zenith_det.config import ModelConfig
 from zenith_det.models import build_model
 
@@ -62,7 +63,9 @@ def test_local_weights_load_and_mismatch_is_explained(tmp_path):
     again = build_model(_small("fasterrcnn_resnet50_fpn", weights=str(path)))
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
-    with pytest.raises(ValueError, match=r"checkpoint shape \(5, 128\) != model shape \(9, 128\)"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint shape \(5, 128\) != model shape \(9, 128\)"
+    ):
         build_model(_small("fasterrcnn_resnet50_fpn", num_classes=9, weights=str(path)))
 
 

@@ -10,7 +10,6 @@ FPN width), so at 256 channels the heads are torchvision's defaults.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +31,7 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 
+from zenith_det.checkpoint import load_checkpoint, load_model_weights
 from zenith_det.config import ModelConfig, model_task
 
 _TORCHVISION_BUILDERS: dict[str, Callable[..., nn.Module]] = {
@@ -52,7 +52,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     else:
         model = _build_custom(cfg)
     if cfg.weights:
-        load_state_dict_file(model, cfg.weights)
+        load_model_weights(model, cfg.weights)
     fix_roi_pool_scales(model)
     return model
 
@@ -177,12 +177,9 @@ def _freeze_resnet_stages(body: nn.Module, trainable: int) -> None:
 
 
 def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"weights file not found: {file}")
-    obj = torch.load(file, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     # Accept a raw state dict or one of our checkpoints (which keep it under "model").
-    return obj["model"] if isinstance(obj, dict) and "model" in obj else obj
+    return state["model"] if isinstance(state.get("model"), dict) else state
 
 
 def _load_backbone_weights(body: nn.Module, path: str) -> None:
@@ -204,17 +201,6 @@ def describe_state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor
         if k in state and tuple(state[k].shape) != tuple(v.shape)
     ]
     return problems
-
-
-def load_state_dict_file(model: nn.Module, path: str) -> None:
-    """Load a full-model state dict from a local file, or fail listing what differs."""
-    state = _read_state_dict(path)
-    problems = describe_state_dict_mismatch(model, state)
-    if problems:
-        shown = "; ".join(problems[:5])
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ValueError(f"{path} does not fit the model: {shown}{more}")
-    model.load_state_dict(state)
 
 
 def count_parameters(model: nn.Module) -> int:

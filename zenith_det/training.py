@@ -17,7 +17,7 @@ import hashlib
 import json
 import random
 import signal
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,7 +145,7 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
     val_loader = build_val_loader(cfg, info.rank, info.world_size)
     _check_same_dataset_size(cfg, len(train_loader.dataset), len(val_loader.dataset))
     _log_data_summary(train_loader.dataset)
-    model = _build_model(cfg).to(info.device)  # same seed on every rank: same init
+    model = build_model(cfg.model).to(info.device)  # same seed on every rank: same init
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     optimizer = build_optimizer(cfg, model, info.world_size)
@@ -206,15 +206,6 @@ def _log_data_summary(dataset) -> None:
         stats.degenerate,
         stats.crowd,
     )
-
-
-def _build_model(cfg: Config) -> nn.Module:
-    # model.weights is loaded here rather than by build_model so that a file that does not fit
-    # is a CheckpointError naming the keys and shapes that differ (a user error, exit code 2).
-    model = build_model(replace(cfg.model, weights=None))
-    if cfg.model.weights:
-        ckpt.load_model_weights(model, cfg.model.weights)
-    return model
 
 
 def _prepare_data(cfg: Config, info: dist_utils.DistInfo) -> None:
