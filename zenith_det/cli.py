@@ -84,7 +84,10 @@ def exit_on_user_error() -> Iterator[None]:
         code = exit_code_for(exc)
         if code is None:
             raise
-        print(f"error: {_rank_prefix()}{error_line(exc)}", file=sys.stderr, flush=True)
+        # One write call: print() writes the text and the newline separately, and with every
+        # rank sharing torchrun's stderr two ranks' lines could interleave on one line.
+        sys.stderr.write(f"error: {_rank_prefix()}{error_line(exc)}\n")
+        sys.stderr.flush()
         sys.exit(code)
 
 
