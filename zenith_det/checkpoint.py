@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from zenith_det.errors import CheckpointError
+
 LAST = "last.pth"
 BEST = "best.pth"
 _SNAPSHOT = re.compile(r"^model_e(\d+)_i(\d+)\.pth$")
 _TEMP = re.compile(r"^\..+\.tmp\.\d+$")  # what atomic_save and _atomic_link write first
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit: the message says which file and why."""
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:

@@ -29,6 +29,8 @@ from typing import Any, NoReturn
 
 import yaml
 
+from zenith_det.errors import ConfigError
+
 ARCHS = (
     "fasterrcnn_resnet50_fpn",
     "fasterrcnn_resnet50_fpn_v2",
@@ -182,21 +184,6 @@ def primary_metric(arch: str) -> str:
 # --- loading and validation -------------------------------------------------------------------
 
 
-class ConfigError(ValueError):
-    """A config problem as one line: `where: key: what was expected, got what`.
-
-    `where` is "file:line", "file" or "--set key=value"; `key` is the dotted path (or None).
-    """
-
-    def __init__(self, where: str | None, key: str | None, message: str) -> None:
-        self.where = where
-        self.key = key
-        self.message = " ".join(message.splitlines())
-        super().__init__(": ".join(part for part in (where, key, self.message) if part))
-
-    def __reduce__(self) -> tuple[type, tuple[str | None, str | None, str]]:
-        # The default pickling re-calls __init__ with the rendered line only; keep the parts.
-        return (type(self), (self.where, self.key, self.message))
 
 
 class _Loader(yaml.SafeLoader):

@@ -25,12 +25,11 @@ from tqdm import tqdm
 
 from zenith_det.config import Config
 from zenith_det.distributed import all_gather_object, get_logger, get_world_size, is_distributed
+from zenith_det.errors import NonFiniteLossError
 from zenith_det.metrics_log import MetricsWriter
 from zenith_det.optim import Zenith
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive non-finite steps: the run stops rather than train on garbage."""
 
 
 @dataclass

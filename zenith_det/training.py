@@ -27,7 +27,6 @@ from torch import nn
 
 from zenith_det import checkpoint as ckpt
 from zenith_det import distributed as dist_utils
-from zenith_det.cli import error_line
 from zenith_det.config import (
     Config,
     config_diff,
@@ -43,6 +42,7 @@ from zenith_det.data import (
     build_val_loader,
     ensure_demo_dataset,
 )
+from zenith_det.errors import PeerFailureError, SetupError, error_line
 from zenith_det.engine import Progress, StopFlag, TrainLoop, iters_per_epoch, train_one_epoch
 from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
 from zenith_det.metrics_log import MetricsWriter
@@ -50,12 +50,6 @@ from zenith_det.models import build_model
 from zenith_det.solver import build_optimizer, build_scheduler
 
 
-class SetupError(RuntimeError):
-    """A problem found before training starts (ranks disagree, checkpoint does not fit)."""
-
-
-class PeerFailureError(RuntimeError):
-    """This rank stopped because another rank failed or went silent; the message names it."""
 
 
 @dataclass

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from zenith_det.errors import DataError
 
-class DataError(ValueError):
-    """The data on disk cannot be used as asked: a bad file, image or annotation."""
+
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 
 from pycocotools.coco import COCO
 
+from zenith_det.errors import ResultFileError
 from zenith_det.evaluation.rle_check import first_bad_rle
 from zenith_det.evaluation.scoring import (
     IOU_TYPE_FIELD,
@@ -29,15 +30,6 @@ from zenith_det.evaluation.scoring import (
 )
 
 
-class ResultFileError(ValueError):
-    """An input (ground truth or detections) cannot be scored; the message says why in a line.
-
-    `source` says which input is at fault: "detections" or "annotations".
-    """
-
-    def __init__(self, message: str, source: str = "detections") -> None:
-        super().__init__(message)
-        self.source = source
 
 
 def read_json(path: str | Path) -> Any:
