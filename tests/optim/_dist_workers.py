@@ -4,21 +4,37 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
-from zenith_det.optim import Zenith
+from zenith_det.optim import Zenith, ZenithLR
 
 WORLD_SIZE = 2
 GLOO_STEPS = 12
 GLOO_WINDOW = 3
 NAN_STEP = 7  # rank 1 sends a NaN gradient at this step: both ranks must skip it
 DDP_STEPS = 8
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn_ranks(worker: Callable[[int, int, str], None], out_dir: Path) -> list[dict[str, Any]]:
+    """Run ``worker(rank, port, out_dir)`` on 2 gloo ranks and load what each rank saved."""
+    mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    return [torch.load(out_dir / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
 
 
 def local_grads(rank: int, step: int) -> list[torch.Tensor]:
@@ -139,4 +155,35 @@ def ddp_worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
     params = [p.detach().clone() for p in model.module.parameters()]
     result = {"lrs": lrs, "params": params, "all_reduce_calls": counter["calls"]}
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+
+
+def zenith_lr_worker(rank: int, port: int, out_dir: str) -> None:
+    """Drive AdamW with ZenithLR on this rank's own gradients; save LRs, norms and flags."""
+    _init(rank, port)
+    try:
+        torch.manual_seed(0)
+        params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(5))]
+        optimizer = torch.optim.AdamW(params, lr=0.01)
+        controller = ZenithLR(optimizer, window=GLOO_WINDOW)
+        counter = _count_all_reduce()
+        lrs, norms, finite = [], [], []
+        for step in range(GLOO_STEPS):
+            grads = local_grads(rank, step)
+            for param, grad in zip(params, grads, strict=True):
+                param.grad = grad
+            finite.append(bool(controller.step()))
+            if finite[-1]:
+                optimizer.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+            norms.append(python_norm(grads))
+    finally:
+        dist.destroy_process_group()
+    result = {
+        "lrs": lrs,
+        "local_norms": norms,
+        "finite": finite,
+        "all_reduce_calls": counter["calls"],
+        "skipped": controller.skipped_steps,
+    }
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")

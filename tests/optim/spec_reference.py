@@ -1,4 +1,4 @@
-"""An independent float64 re-computation of the ZENITH LR rule, straight from ZENITH_SPEC.md."""
+"""An independent float64 re-computation of the ZENITH LR rule, straight from docs/zenith.md."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ def spec_lrs(
 ) -> list[list[float]]:
     """Per step, each group's LR: eta_0 * mu_t / Z_t (1 until Q is full) * linear warm-up.
 
-    A non-finite norm skips the step (decision 7): nothing changes and the LRs of the previous
-    applied step are repeated (the base LRs before any step).
+    A non-finite norm skips the step (docs/zenith.md, decision 7): nothing changes and the LRs of
+    the previous applied step are repeated (the base LRs before any step).
     """
     queue: deque[float] = deque(maxlen=window)
     zenith = 0.0

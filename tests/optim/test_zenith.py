@@ -1,4 +1,4 @@
-"""Zenith on one process: the LR rule against the spec, SGD equivalence, skips, state, AMP, args."""
+"""Zenith on one process: the LR rule (docs/zenith.md), SGD equivalence, skips, state, AMP."""
 
 from __future__ import annotations
 

@@ -1,44 +1,26 @@
-"""Real 2-process gloo runs: one shared LR per step and one all_reduce per step (decision 6)."""
+"""Real 2-process gloo runs: one shared LR, one all_reduce per step (docs/zenith.md, decision 6)."""
 
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from tests.optim import _dist_workers as workers
 from tests.optim.spec_reference import spec_lrs
 
 
-def _free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spawn(worker: Any, out_dir: Path) -> list[dict[str, Any]]:
-    """Run ``worker`` on 2 gloo ranks and load what each rank saved."""
-    mp.spawn(worker, args=(_free_port(), str(out_dir)), nprocs=workers.WORLD_SIZE, join=True)
-    return [
-        torch.load(out_dir / f"rank{rank}.pt", weights_only=True)
-        for rank in range(workers.WORLD_SIZE)
-    ]
-
-
 @pytest.fixture(scope="module")
 def gloo_results(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Both reductions on 2 ranks whose local gradients differ (no DDP)."""
-    return _spawn(workers.gloo_worker, tmp_path_factory.mktemp("gloo"))
+    return workers.spawn_ranks(workers.gloo_worker, tmp_path_factory.mktemp("gloo"))
 
 
 def _combined(mode: str, rank_norms: list[list[float]]) -> list[float]:
-    """The per-step global norm the spec asks for, from the ranks' local norms."""
+    """The per-step global norm of docs/zenith.md, decision 6, from the ranks' local norms."""
     if mode == "mean":
         return [math.fsum(step) / len(step) for step in zip(*rank_norms, strict=True)]
     return [math.sqrt(math.fsum(n * n for n in step)) for step in zip(*rank_norms, strict=True)]
@@ -48,7 +30,7 @@ def _combined(mode: str, rank_norms: list[list[float]]) -> list[float]:
 def test_ranks_apply_the_spec_lr_of_the_reduced_norm(
     gloo_results: list[dict[str, Any]], mode: str
 ) -> None:
-    """Every rank applies the same LR, the spec's LR for the reduced norm; NaN skips on all."""
+    """Every rank applies the same LR, the rule's LR for the reduced norm; NaN skips on all."""
     rank0, rank1 = (result[mode] for result in gloo_results)
     assert rank0["lrs"] == rank1["lrs"]
     assert rank0["local_norms"] != rank1["local_norms"]
@@ -77,7 +59,7 @@ def test_ddp_split_batch_matches_single_process_full_batch(tmp_path: Path) -> No
     Not bitwise: DDP averages two half-batch mean gradients ((g0 + g1) / 2) while the reference
     takes the mean over all 8 rows at once, so the sums round differently (~1 ulp per step).
     """
-    ranks = _spawn(workers.ddp_worker, tmp_path)
+    ranks = workers.spawn_ranks(workers.ddp_worker, tmp_path)
     model = workers.ddp_model()
     optimizer = workers.ddp_optimizer(model)
     expected_lrs = workers.train_ddp_steps(model, optimizer, slice(0, 8))

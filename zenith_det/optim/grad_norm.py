@@ -1,13 +1,25 @@
-"""The global gradient norm G_t: one fused pass locally, one scalar all-reduce across ranks."""
+"""The global gradient norm G_t: one fused pass locally, one scalar all-reduce across ranks.
+
+docs/zenith.md, decisions 2, 6 and 9. Shared by ``Zenith`` and ``ZenithLR``.
+
+Private torch API: none. The fused pass is the public ``torch.nn.utils.get_total_norm`` (which
+groups by device and dtype and calls ``torch._foreach_norm`` itself).
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.optim import Optimizer
 
 REDUCTIONS = ("mean", "sum_squares")
+_WIDE = (torch.float32, torch.float64)
+
+
+def check_reduction(mode: str) -> None:
+    """Raise ValueError unless ``mode`` names one of :data:`REDUCTIONS`."""
+    if mode not in REDUCTIONS:
+        raise ValueError(f"Invalid grad_norm_reduce: {mode!r} (expected one of {REDUCTIONS})")
 
 
 def norm_dtype(grads: list[Tensor]) -> torch.dtype:
@@ -15,26 +27,26 @@ def norm_dtype(grads: list[Tensor]) -> torch.dtype:
     return torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
 
 
-def local_grad_norm(grads: list[Tensor], foreach: bool) -> Tensor:
-    """L2 norm of all ``grads`` seen as one vector, with the ops of ``get_total_norm``.
+def local_grad_norm(grads: list[Tensor], foreach: bool | None) -> Tensor:
+    """L2 norm of all ``grads`` seen as one vector, on the first gradient's device.
 
-    float32/float64 gradients take exactly the ops of ``torch.nn.utils.get_total_norm`` (so a norm
-    returned by ``clip_grad_norm_`` is bit-equal to this one); half-precision gradients are
-    accumulated in float32 so the norm cannot overflow.
+    float32/float64 gradients go through ``torch.nn.utils.get_total_norm`` (one fused pass per
+    device and dtype), so the norm ``clip_grad_norm_`` returns is bit-equal to this one.
+    ``get_total_norm`` keeps a half-precision gradient's dtype, where a large norm would overflow;
+    those gradients are normed one by one in float32 instead (rare: AMP keeps float32 grads).
     """
-    grouped = Optimizer._group_tensors_by_device_and_dtype([grads])  # type: ignore[list-item]
-    total_dtype = norm_dtype(grads)
-    norms: list[Tensor] = []
-    for (_, dtype), ([device_grads], _) in grouped.items():
-        # why: only widen when needed, so float32 norms match get_total_norm bit for bit
-        widen = None if dtype in (torch.float32, torch.float64) else torch.float32
-        if foreach:
-            norms.extend(torch._foreach_norm(device_grads, 2.0, dtype=widen))
-        else:
-            norms.extend(torch.linalg.vector_norm(g, 2.0, dtype=widen) for g in device_grads)
-    first_device = grads[0].device
-    stacked = torch.stack([n.to(device=first_device, dtype=total_dtype) for n in norms])
-    return torch.linalg.vector_norm(stacked, 2.0)
+    wide = [g for g in grads if g.dtype in _WIDE]
+    if len(wide) == len(grads):
+        return torch.nn.utils.get_total_norm(wide, 2.0, foreach=foreach)
+    device, dtype = grads[0].device, norm_dtype(grads)
+    norms = [
+        torch.linalg.vector_norm(g, 2.0, dtype=torch.float32).to(device, dtype)
+        for g in grads
+        if g.dtype not in _WIDE
+    ]
+    if wide:
+        norms.append(torch.nn.utils.get_total_norm(wide, 2.0, foreach=foreach).to(device, dtype))
+    return torch.linalg.vector_norm(torch.stack(norms), 2.0)
 
 
 def world_size(group: dist.ProcessGroup | None) -> int:
@@ -60,3 +72,25 @@ def reduce_grad_norm(norm: Tensor, mode: str, group: dist.ProcessGroup | None) -
     squared = norm * norm
     dist.all_reduce(squared, op=dist.ReduceOp.SUM, group=group)
     return squared.sqrt()
+
+
+def global_grad_norm(
+    grads: list[Tensor],
+    grad_norm: Tensor | float | None,
+    *,
+    foreach: bool | None,
+    mode: str,
+    group: dist.ProcessGroup | None,
+) -> Tensor:
+    """G_t as a 0-dim device tensor: this rank's norm (given or computed), then all-reduced.
+
+    ``grad_norm`` is this rank's pre-clipping norm of the unscaled gradients if the caller already
+    has it (``clip_grad_norm_``'s return value), so it is not computed twice (decision 9).
+    """
+    if grad_norm is None:
+        # A fresh tensor: get_total_norm's result is ours to reduce in place.
+        norm = local_grad_norm(grads, foreach)
+    else:
+        # A copy: the all-reduce works in place and must not touch the caller's tensor.
+        norm = torch.as_tensor(grad_norm).detach().to(grads[0].device, norm_dtype(grads), copy=True)
+    return reduce_grad_norm(norm.reshape(()), mode, group)

@@ -2,20 +2,66 @@
 
 At step t the recorded norm G_t joins the FIFO window Q (the last W norms). Once Q holds W values,
 mu_t = mean(Q), Z_t = max(Z_{t-1}, mu_t) and the LR ratio is r_t = mu_t / Z_t; before that r_t = 1
-(spec decision 4). The optional linear warm-up multiplies r_t (decision 5).
+(docs/zenith.md, decision 4). The optional linear warm-up multiplies r_t (decision 5).
 
 Every piece of state is a tensor on the parameters' device and every update is branch-free
 (``torch.where``), so the rule never reads a device value on the host (decision 10). A skipped step
 (non-finite G_t, decision 7) leaves Q, Z, the ratio and the step count untouched and only counts the
-skip.
+skip. This is the one implementation of the rule: ``Zenith`` and ``ZenithLR`` both drive it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
+
+
+@overload
+def linear_warmup_factor(step: int, warmup_iters: int, warmup_factor: float) -> float: ...
+
+
+@overload
+def linear_warmup_factor(
+    step: Tensor, warmup_iters: int, warmup_factor: float, *, dtype: torch.dtype = ...
+) -> Tensor: ...
+
+
+def linear_warmup_factor(
+    step: int | Tensor,
+    warmup_iters: int,
+    warmup_factor: float,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> float | Tensor:
+    """LR factor of the step with 0-based index ``step``: linear from warmup_factor to 1.
+
+    ``warmup_factor + (1 - warmup_factor) * step / warmup_iters`` while step < warmup_iters, else
+    1: the closed form of ``torch.optim.lr_scheduler.LinearLR(start_factor=warmup_factor,
+    total_iters=warmup_iters)`` stepped once per iteration, as torchvision's detection reference
+    does. A Python int gives a float; an integer tensor gives a ``dtype`` tensor on its device,
+    computed with the same float64 operations (so the same bits) and without a host read.
+    """
+    if isinstance(step, Tensor):
+        if warmup_iters == 0:
+            return torch.ones((), dtype=dtype, device=step.device)
+        progress = step.to(dtype) / warmup_iters
+        factor = warmup_factor + (1.0 - warmup_factor) * progress
+        return torch.where(step < warmup_iters, factor, 1.0)
+    if step >= warmup_iters:
+        return 1.0
+    return warmup_factor + (1.0 - warmup_factor) * (step / warmup_iters)
+
+
+def check_rule_args(window: int, warmup_iters: int, warmup_factor: float) -> None:
+    """Raise ValueError for an invalid window size or warm-up."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"Invalid window: {window!r} (need an int >= 1)")
+    if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
+        raise ValueError(f"Invalid warmup_iters: {warmup_iters!r} (need an int >= 0)")
+    if not 0.0 < warmup_factor <= 1.0:
+        raise ValueError(f"Invalid warmup_factor: {warmup_factor!r} (need 0 < warmup_factor <= 1)")
 
 
 def _state_dtype(device: torch.device) -> torch.dtype:
@@ -30,6 +76,7 @@ class NormWindow:
         self, window: int, warmup_iters: int, warmup_factor: float, device: torch.device
     ) -> None:
         """Create an empty window of size ``window`` on ``device``."""
+        check_rule_args(window, warmup_iters, warmup_factor)
         self.window = window
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
@@ -62,22 +109,27 @@ class NormWindow:
         ratio = torch.where(self.zenith > 0, mean / self.zenith, 1.0)
         fresh = torch.where(window_full, ratio, torch.where(finite, 1.0, self.ratio))
         self.ratio = fresh
-        self.scale = torch.where(finite, fresh * self.warmup(self.steps), self.scale)
+        warmup = linear_warmup_factor(
+            self.steps, self.warmup_iters, self.warmup_factor, dtype=self.ring.dtype
+        )
+        self.scale = torch.where(finite, fresh * warmup, self.scale)
         self.steps += finite
         self.skipped += ~finite
         return self.scale
 
-    def warmup(self, steps: Tensor) -> Tensor:
-        """Linear warm-up factor of the step with 0-based index ``steps`` (applied steps before it).
+    def window_mean(self) -> Tensor:
+        """Mean of the norms in the window as a device tensor (nan before any step)."""
+        # Unfilled slots hold 0, so the sum over the whole ring is the sum of the recorded norms.
+        filled = torch.clamp(self.steps, max=self.window).to(self.ring.dtype)
+        return self.ring.sum() / filled
 
-        factor(s) = warmup_factor + (1 - warmup_factor) * s / warmup_iters for s < warmup_iters,
-        else 1: torchvision's detection reference (``LinearLR`` stepped after every iteration).
-        """
-        if self.warmup_iters == 0:
-            return torch.ones((), dtype=self.ring.dtype, device=self.ring.device)
-        progress = steps.to(self.ring.dtype) / self.warmup_iters
-        factor = self.warmup_factor + (1.0 - self.warmup_factor) * progress
-        return torch.where(steps < self.warmup_iters, factor, 1.0)
+    def log_stats(self) -> dict[str, Tensor]:
+        """The rule's loggable values as 0-dim device tensors; nothing is read on the host."""
+        return {
+            "zenith_ratio": self.ratio,
+            "grad_norm": self.last_norm,
+            "grad_norm_window_mean": self.window_mean(),
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """Return Q (oldest first), Z, the counters and the last ratio as plain tensors and ints."""
@@ -122,3 +174,48 @@ class NormWindow:
     def _scalar(self, value: Tensor | float) -> Tensor:
         """A 0-dim tensor with the window's dtype and device."""
         return torch.as_tensor(value).to(self.ring).reshape(())
+
+
+class RuleReadouts:
+    """Read-only views of a :class:`NormWindow` in ``self._rule``, shared by Zenith and ZenithLR.
+
+    The properties return Python numbers and may sync with the device; :meth:`log_stats` and
+    ``last_step_finite`` stay on the device.
+    """
+
+    _rule: NormWindow
+    last_step_finite: Tensor
+
+    @property
+    def lr_ratio(self) -> float:
+        """r_t = mu_t / Z_t of the last applied step (1 until the window is full); may sync."""
+        return float(self._rule.ratio)
+
+    @property
+    def last_grad_norm(self) -> float:
+        """Global gradient norm of the last step after the all-reduce (nan before any step)."""
+        return float(self._rule.last_norm)
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped because the global gradient norm was inf or NaN; may sync."""
+        return int(self._rule.skipped)
+
+    @property
+    def step_count(self) -> int:
+        """Steps applied so far (skipped steps excluded); may sync."""
+        return int(self._rule.steps)
+
+    @property
+    def window_mean(self) -> float:
+        """Mean of the norms in the window (mu_t once full; nan before any step); may sync."""
+        return float(self._rule.window_mean())
+
+    @property
+    def window_size(self) -> int:
+        """W, the number of recent norms averaged into mu_t."""
+        return self._rule.window
+
+    def log_stats(self) -> dict[str, Tensor]:
+        """zenith_ratio, grad_norm, grad_norm_window_mean: 0-dim device tensors (no host read)."""
+        return self._rule.log_stats()

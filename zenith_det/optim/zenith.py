@@ -3,7 +3,7 @@
 D. Saha, "ZENITH: Automated Gradient Norm Informed Stochastic Optimization", arXiv 2601.15212.
 At every step t: G_t = ||g_t||_2 over every parameter with a gradient (all groups), Q = the last W
 values of G, mu_t = mean(Q), Z_t = max(Z_{t-1}, mu_t), and eta_t = eta_0 * mu_t / Z_t. The project
-decisions of ``ZENITH_SPEC.md`` fix the rest; the choices this module makes where the spec is
+decisions of docs/zenith.md (section 2) fix the rest; the choices this module makes where they are
 silent are listed in :class:`Zenith`'s docstring.
 
 This module imports nothing from the rest of ``zenith_det``.
@@ -19,10 +19,9 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
-from torch.utils._foreach_utils import _get_foreach_kernels_supported_devices
 
-from .grad_norm import REDUCTIONS, local_grad_norm, norm_dtype, reduce_grad_norm
-from .lr_rule import NormWindow
+from .grad_norm import check_reduction, global_grad_norm
+from .lr_rule import NormWindow, RuleReadouts
 from .sgd_update import fused_sgd_update, sgd_update
 
 DEFAULT_WINDOW = 100
@@ -31,10 +30,10 @@ DEFAULT_WINDOW = 100
 _GroupTensors = tuple[list[Tensor], list[Tensor], list[Tensor | None]]
 
 
-class Zenith(Optimizer):
+class Zenith(RuleReadouts, Optimizer):
     """SGD with momentum (``torch.optim.SGD`` semantics) whose LR is eta_0 * mu_t / Z_t.
 
-    Choices made here where the spec is silent:
+    Choices made here where the paper and the decisions are silent (docs/zenith.md, section 3):
 
     * ``window`` defaults to 100 iterations, the project config's value: long enough to average
       out the batch-to-batch noise of detection losses, short next to a 90k-iteration schedule,
@@ -50,13 +49,17 @@ class Zenith(Optimizer):
     * ``param_groups[i]["lr"] = initial_lr * (r_t * warmup_t)``. Zenith writes it at every step
       from ``initial_lr``, so do not attach an LR scheduler; use ``warmup_iters`` instead.
     * A ``step()`` where no parameter has a gradient does nothing (as SGD), records nothing.
-    * Two implementations (``fused``). ``fused=False`` (the default on CPU): SGD's own ops with a
-      Python-float LR, bit-identical to ``torch.optim.SGD`` for the same LR (single-tensor or
-      ``foreach``); reading the norm on the host is free on CPU, and costs one sync per step
-      elsewhere. ``fused=True`` (the default on other devices): the LR, window and skip flag stay
-      device tensors and the update is ``torch._fused_sgd_`` with ``found_inf`` = "G_t is not
-      finite", so ``step()`` never syncs; there ``param_groups[i]["lr"]`` is a 0-dim float32
+    * Two implementations (``fused``), both ``torch.optim.sgd.sgd``. ``fused=False`` (the default
+      on CPU): a Python-float LR, bit-identical to ``torch.optim.SGD`` for the same LR
+      (single-tensor or ``foreach``); reading the norm on the host is free on CPU, and costs one
+      sync per step elsewhere. ``fused=True`` (the default on other devices): the LR, window and
+      skip flag stay device tensors and the functional's fused path gets ``found_inf`` = "G_t is
+      not finite", so ``step()`` never syncs; there ``param_groups[i]["lr"]`` is a 0-dim float32
       device tensor (reading it syncs). ``foreach`` only affects the unfused path and the norm.
+    * As in ``torch.optim.SGD``'s foreach path, nesterov without weight decay or maximize adds
+      the momentum into ``p.grad`` in place; G_t is taken before, so the rule is unaffected.
+    * ``last_step_finite`` (0-dim bool device tensor) says whether the last ``step()`` applied;
+      :meth:`log_stats` gives the rule's values as device tensors, as ``ZenithLR`` does.
     * Sparse gradients are not supported.
     """
 
@@ -78,7 +81,9 @@ class Zenith(Optimizer):
         fused: bool | None = None,
     ) -> None:
         """Validate the arguments; the window and counters live on the first parameter's device."""
-        _check_rule_args(window, warmup_iters, warmup_factor, grad_norm_reduce, foreach, fused)
+        check_reduction(grad_norm_reduce)
+        if fused and foreach:
+            raise ValueError("fused=True and foreach=True cannot be used together")
         defaults = {
             "lr": lr,
             "momentum": momentum,
@@ -95,6 +100,7 @@ class Zenith(Optimizer):
         self._fused = fused
         device = self.param_groups[0]["params"][0].device
         self._rule = NormWindow(window, warmup_iters, warmup_factor, device)
+        self.last_step_finite = torch.ones((), dtype=torch.bool, device=device)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group like ``Optimizer.add_param_group``, validating it and keeping initial_lr."""
@@ -102,37 +108,6 @@ class Zenith(Optimizer):
         group = self.param_groups[-1]
         _check_group_args(group)
         group.setdefault("initial_lr", group["lr"])
-
-    @property
-    def lr_ratio(self) -> float:
-        """r_t = mu_t / Z_t of the last applied step (1 until the window is full); may sync."""
-        return float(self._rule.ratio)
-
-    @property
-    def last_grad_norm(self) -> float:
-        """Global gradient norm of the last step() after the all-reduce (nan before any step)."""
-        return float(self._rule.last_norm)
-
-    @property
-    def skipped_steps(self) -> int:
-        """Steps skipped because the global gradient norm was inf or NaN; may sync."""
-        return int(self._rule.skipped)
-
-    @property
-    def step_count(self) -> int:
-        """Steps applied so far (skipped steps excluded); may sync."""
-        return int(self._rule.steps)
-
-    @property
-    def window_mean(self) -> float:
-        """Mean of the norms in the window (mu_t once full; nan before any step); may sync."""
-        filled = min(int(self._rule.steps), self._rule.window)
-        return float(self._rule.ring[:filled].mean()) if filled else float("nan")
-
-    @property
-    def window_size(self) -> int:
-        """W, the number of recent norms averaged into mu_t."""
-        return self._rule.window
 
     def step(  # type: ignore[override]
         self,
@@ -154,11 +129,20 @@ class Zenith(Optimizer):
             groups = [self._group_tensors(group) for group in self.param_groups]
             grads = [grad for _, group_grads, _ in groups for grad in group_grads]
             if grads:
-                norm = self._global_norm(grads, grad_norm)
+                norm = global_grad_norm(
+                    grads,
+                    grad_norm,
+                    foreach=self.defaults["foreach"],
+                    mode=self._grad_norm_reduce,
+                    group=self._process_group,
+                )
+                finite = torch.isfinite(norm)
+                scale = self._rule.update(norm, finite)
+                self.last_step_finite = finite
                 if self._use_fused():
-                    self._fused_step(groups, norm)
+                    self._fused_step(groups, scale, finite)
                 else:
-                    self._float_step(groups, norm)
+                    self._float_step(groups, scale, finite)
         return loss
 
     def state_dict(self) -> dict[str, Any]:
@@ -190,53 +174,32 @@ class Zenith(Optimizer):
                 bufs.append(self.state[param].get("momentum_buffer"))
         return params, grads, bufs
 
-    def _global_norm(self, grads: list[Tensor], grad_norm: Tensor | float | None) -> Tensor:
-        """G_t: the local norm (given or computed in one fused pass), then all-reduced."""
-        if grad_norm is None:
-            norm = local_grad_norm(grads, foreach=self.defaults["foreach"] is not False)
-        else:
-            dtype = norm_dtype(grads)
-            # A copy: the all-reduce works in place and must not touch the caller's tensor.
-            norm = torch.as_tensor(grad_norm).detach().to(grads[0].device, dtype, copy=True)
-        return reduce_grad_norm(norm.reshape(()), self._grad_norm_reduce, self._process_group)
-
     def _use_fused(self) -> bool:
         """Whether this step runs the sync-free device path (default: off CPU)."""
         if self._fused is not None:
             return self._fused
         return self._rule.ring.device.type != "cpu"
 
-    def _float_step(self, groups: list[_GroupTensors], norm: Tensor) -> None:
-        """Host-side path: decide the skip and the LR as Python floats, then SGD's exact ops."""
-        finite = torch.isfinite(norm)
-        scale = self._rule.update(norm, finite)
+    def _float_step(self, groups: list[_GroupTensors], scale: Tensor, finite: Tensor) -> None:
+        """Host-side path: decide the skip and the LR as Python floats, then SGD's own step."""
         if not bool(finite):
             return
         scale_value = scale.item()
         for group, (params, grads, bufs) in zip(self.param_groups, groups, strict=True):
             group["lr"] = group["initial_lr"] * scale_value
-            sgd_update(
-                params,
-                grads,
-                bufs,
-                lr=group["lr"],
-                foreach=self._resolve_foreach(group, params),
-                **_sgd_hyperparameters(group),
-            )
+            hyper = _sgd_hyperparameters(group)
+            sgd_update(params, grads, bufs, hyper, lr=group["lr"], foreach=group["foreach"])
             self._store_buffers(group, params, bufs)
 
-    def _fused_step(self, groups: list[_GroupTensors], norm: Tensor) -> None:
+    def _fused_step(self, groups: list[_GroupTensors], scale: Tensor, finite: Tensor) -> None:
         """Device path: LR and skip flag stay on device; the fused kernel skips non-finite steps."""
-        finite = torch.isfinite(norm)
-        scale = self._rule.update(norm, finite)
         skip = (~finite).to(torch.float32)
         for group, (params, grads, bufs) in zip(self.param_groups, groups, strict=True):
             group["lr"] = (scale * group["initial_lr"]).to(torch.float32)
             if not params:
                 continue
-            fused_sgd_update(
-                params, grads, bufs, lr=group["lr"], skip=skip, **_sgd_hyperparameters(group)
-            )
+            hyper = _sgd_hyperparameters(group)
+            fused_sgd_update(params, grads, bufs, hyper, lr=group["lr"], skip=skip)
             self._store_buffers(group, params, bufs)
 
     def _store_buffers(
@@ -249,14 +212,6 @@ class Zenith(Optimizer):
             if buf is not None:
                 self.state[param]["momentum_buffer"] = buf
 
-    @staticmethod
-    def _resolve_foreach(group: dict[str, Any], params: list[Tensor]) -> bool:
-        """``foreach=None`` means what it means for torch.optim.SGD: on for foreach devices."""
-        if group["foreach"] is not None:
-            return bool(group["foreach"])
-        supported = _get_foreach_kernels_supported_devices()
-        return all(p.device.type in supported for p in params)
-
 
 def _sgd_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
     """The SGD arguments of a param group, other than the LR."""
@@ -267,29 +222,6 @@ def _sgd_hyperparameters(group: dict[str, Any]) -> dict[str, Any]:
         "nesterov": group["nesterov"],
         "maximize": group["maximize"],
     }
-
-
-def _check_rule_args(
-    window: int,
-    warmup_iters: int,
-    warmup_factor: float,
-    grad_norm_reduce: str,
-    foreach: bool | None,
-    fused: bool | None,
-) -> None:
-    """Raise ValueError for invalid optimizer-wide arguments."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"Invalid window: {window!r} (need an int >= 1)")
-    if isinstance(warmup_iters, bool) or not isinstance(warmup_iters, int) or warmup_iters < 0:
-        raise ValueError(f"Invalid warmup_iters: {warmup_iters!r} (need an int >= 0)")
-    if not 0.0 < warmup_factor <= 1.0:
-        raise ValueError(f"Invalid warmup_factor: {warmup_factor!r} (need 0 < warmup_factor <= 1)")
-    if grad_norm_reduce not in REDUCTIONS:
-        raise ValueError(
-            f"Invalid grad_norm_reduce: {grad_norm_reduce!r} (expected one of {REDUCTIONS})"
-        )
-    if fused and foreach:
-        raise ValueError("fused=True and foreach=True cannot be used together")
 
 
 def _check_group_args(group: dict[str, Any]) -> None:
