@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import pickle
 from pathlib import Path
 
 import pytest
 
+from zenith_det import config_loader
 from zenith_det.config import (
     ARCHS,
     Config,
@@ -16,6 +18,8 @@ from zenith_det.config import (
     config_diff,
     config_from_dict,
     config_to_dict,
+    config_warnings,
+    is_weights_name,
     load_config,
     save_config,
 )
@@ -298,7 +302,12 @@ BAD_VALUES = [
     # choices
     ("model", "arch", "resnet", f"expected one of '{ARCHS[0]}'"),
     ("model", "backbone", "vgg", "'mobilenet_v3_large' or null, got \"vgg\""),
-    ("optimizer", "name", "lamb", "expected one of 'zenith', 'sgd', 'adamw', got \"lamb\""),
+    (
+        "optimizer",
+        "name",
+        "lamb",
+        "expected one of 'zenith', 'zenith_adamw', 'sgd', 'adamw', got \"lamb\"",
+    ),
     ("optimizer", "grad_norm_reduce", "max", "expected one of 'mean', 'sum_squares'"),
     ("schedule", "name", "step", "expected one of 'none', 'multistep', 'cosine'"),
     ("eval", "backend", "x", "expected one of 'pycocotools', 'faster_coco_eval'"),
@@ -427,3 +436,155 @@ def test_check_data_paths_missing_root(tmp_path: Path) -> None:
         check_data_paths(cfg, need_train=False)
     with pytest.raises(ConfigError, match="data.root does not exist"):
         check_data_paths(cfg)
+
+
+# --- weights by path or by torchvision name -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "is_name"),
+    [
+        ("ResNet50_Weights.IMAGENET1K_V1", True),
+        ("ResNet18_Weights.IMAGENET1K_V1", True),
+        ("MaskRCNN_ResNet50_FPN_Weights.COCO_V1", True),
+        ("ResNet50_Weights.DEFAULT", True),
+        ("ResNet50_Weights", False),  # no member: a (missing) file, reported with a hint below
+        ("ResNet50_Weights.", False),
+        ("./ResNet50_Weights.DEFAULT", False),  # a path prefix means the file
+        ("weights/resnet50-0676ba61.pth", False),
+        ("resnet50-0676ba61.pth", False),
+        ("ResNet50_Weights.IMAGENET1K_V1\n", False),
+        ("", False),
+    ],
+)
+def test_is_weights_name(value: str, is_name: bool) -> None:
+    assert is_weights_name(value) is is_name
+
+
+def test_weights_names_load_and_need_no_file(tmp_path: Path) -> None:
+    cfg = load_config(
+        write(tmp_path / "c.yaml", ""),
+        [
+            "model.weights=MaskRCNN_ResNet50_FPN_Weights.COCO_V1",
+            "model.backbone_weights=ResNet50_Weights.IMAGENET1K_V1",
+        ],
+    )
+    assert cfg.model.weights == "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"
+    assert cfg.model.backbone_weights == "ResNet50_Weights.IMAGENET1K_V1"
+    cfg.data = data_config(tmp_path / "coco").data
+    check_data_paths(cfg)  # names are fetched into the hub cache later, not looked up here
+
+
+@pytest.mark.parametrize("key", ["weights", "backbone_weights"])
+def test_local_weight_files_are_checked(tmp_path: Path, monkeypatch, key: str) -> None:
+    monkeypatch.chdir(tmp_path)  # relative weight paths are relative to the working directory
+    cfg = data_config(tmp_path / "coco")
+    cfg.data.demo = True  # the demo skips the data paths, never the weight files
+    setattr(cfg.model, key, "w/r18.pth")
+    with pytest.raises(ConfigError) as info:
+        check_data_paths(cfg)
+    assert str(info.value) == f"model.{key}: file not found: {tmp_path / 'w' / 'r18.pth'}"
+    write(tmp_path / "w" / "r18.pth", "")
+    check_data_paths(cfg)
+
+
+def test_weights_name_without_member_is_a_missing_file_with_a_hint(tmp_path: Path) -> None:
+    cfg = data_config(tmp_path / "coco")
+    cfg.model.backbone_weights = "ResNet50_Weights"
+    with pytest.raises(ConfigError) as info:
+        check_data_paths(cfg)
+    assert str(info.value).startswith("model.backbone_weights: file not found: ")
+    assert "nor a torchvision weights name, e.g. ResNet50_Weights.IMAGENET1K_V1" in str(info.value)
+
+
+# --- zenith_adamw ---------------------------------------------------------------------------------
+
+
+def test_zenith_adamw_is_accepted_without_a_schedule(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.yaml",
+        "optimizer:\n  name: zenith_adamw\n  betas: [0.9, 0.99]\n  window: 20\n"
+        "schedule:\n  name: none\n",
+    )
+    cfg = load_config(path)
+    assert (cfg.optimizer.name, cfg.optimizer.betas, cfg.optimizer.window) == (
+        "zenith_adamw",
+        [0.9, 0.99],
+        20,
+    )
+    assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_zenith_adamw_rejects_a_decay_schedule(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "c.yaml", "optimizer:\n  name: zenith_adamw\nschedule:\n  name: cosine\n"
+    )
+    message = error_of(path)
+    assert message.startswith(
+        f"{path}:4: schedule.name: expected 'none' with optimizer.name 'zenith_adamw', set at"
+        f" {path}:2 (ZENITH sets its own learning rate"
+    ), message
+    assert load_config(path, ["optimizer.name=adamw"]).schedule.name == "cosine"
+
+
+def test_zenith_adamw_betas_are_checked(tmp_path: Path) -> None:
+    path = write(tmp_path / "c.yaml", "optimizer:\n  name: zenith_adamw\n  betas: [0.9, 1.0]\n")
+    assert error_of(path).startswith(f"{path}:3: optimizer.betas[1]: expected a number in [0, 1)")
+
+
+# --- warnings -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "epochs", "expected"),
+    [
+        ("multistep", 26, []),
+        ("multistep", 23, []),
+        (
+            "multistep",
+            22,
+            [
+                "schedule.milestones: 22 is at or beyond train.epochs (22), so the LR never"
+                " decays there"
+            ],
+        ),
+        (
+            "multistep",
+            12,
+            [
+                "schedule.milestones: 16, 22 are at or beyond train.epochs (12), so the LR never"
+                " decays there"
+            ],
+        ),
+        ("cosine", 12, []),  # cosine ignores milestones
+    ],
+)
+def test_config_warnings_milestones(name: str, epochs: int, expected: list[str]) -> None:
+    cfg = Config()
+    cfg.optimizer.name = "sgd"
+    cfg.schedule.name = name
+    cfg.schedule.milestones = [16, 22]
+    cfg.train.epochs = epochs
+    assert config_warnings(cfg) == expected
+
+
+def test_default_config_has_no_warnings() -> None:
+    assert config_warnings(Config()) == []
+
+
+def test_loader_knows_no_schema() -> None:
+    """config imports config_loader, never the reverse: the loader imports only errors."""
+    tree = ast.parse(Path(config_loader.__file__).read_text())
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("zenith_det")
+    }
+    imported |= {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name.startswith("zenith_det")
+    }
+    assert imported == {"zenith_det.errors"}
