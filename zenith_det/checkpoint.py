@@ -14,21 +14,20 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from zenith_det.distributed import get_logger
 from zenith_det.errors import CheckpointError
 
 LAST = "last.pth"
 BEST = "best.pth"
 _SNAPSHOT = re.compile(r"^model_e(\d+)_i(\d+)\.pth$")
 _TEMP = re.compile(r"^\..+\.tmp\.\d+$")  # what atomic_save and _atomic_link write first
-
-
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
@@ -159,14 +158,46 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def describe_misfit(
-    model: torch.nn.Module, weights: Mapping[str, Any], path: str | Path
-) -> str | None:
-    """None if `weights` fit `model` key for key and shape; else one line naming what differs."""
-    # Imported here: reading checkpoints must not pull in torchvision's model zoo.
-    from zenith_det.models import describe_state_dict_mismatch
+# The layers whose shapes follow model.num_classes (box classifier and regressor, mask logits)
+# or model.num_keypoints (keypoint logits): the only ones fine-tuning may re-initialise.
+_CLASS_DEPENDENT = re.compile(
+    r"^roi_heads\.(box_predictor\.(cls_score|bbox_pred)|mask_predictor\.mask_fcn_logits"
+    r"|keypoint_predictor\.kps_score_lowres)\.(weight|bias)$"
+)
 
-    problems = describe_state_dict_mismatch(model, dict(weights))
+
+def state_dict_problems(
+    model: torch.nn.Module, weights: Mapping[str, Any], skip: Sequence[str] = ()
+) -> list[str]:
+    """Differences between a model's keys/shapes and a state dict's (shapes of `skip` aside)."""
+    own = model.state_dict()
+    problems = [f"missing key {k}" for k in own if k not in weights]
+    problems += [
+        f"unexpected key {k}" for k in weights if k not in own and not _frozen_bn_count(k, own)
+    ]
+    problems += [
+        f"{k}: checkpoint shape {tuple(weights[k].shape)} != model shape {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in weights and k not in skip and tuple(weights[k].shape) != tuple(v.shape)
+    ]
+    return problems
+
+
+def _frozen_bn_count(key: str, own: Mapping[str, Any]) -> bool:
+    # A BatchNorm's batch counter loading into a FrozenBatchNorm2d, which has none and drops it
+    # on load: fine-tuning a from-scratch run's weights with frozen BatchNorm is legitimate.
+    module, _, name = key.rpartition(".")
+    return name == "num_batches_tracked" and f"{module}.running_mean" in own
+
+
+def describe_misfit(
+    model: torch.nn.Module,
+    weights: Mapping[str, Any],
+    path: str | Path,
+    skip: Sequence[str] = (),
+) -> str | None:
+    """None if `weights` fit `model` key for key and shape (bar `skip`); else a line of misfits."""
+    problems = state_dict_problems(model, weights, skip)
     if not problems:
         return None
     shown = "; ".join(problems[:5])
@@ -174,11 +205,38 @@ def describe_misfit(
     return f"{path}: checkpoint does not fit the model: {shown}{more}"
 
 
-def load_model_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Load a checkpoint's (or a raw state dict file's) model weights, or say what differs."""
+def class_dependent_misfits(model: torch.nn.Module, weights: Mapping[str, Any]) -> list[str]:
+    """The predictor keys whose shape differs only because the class/keypoint count changed."""
+    own = model.state_dict()
+    return [
+        k
+        for k, v in own.items()
+        if _CLASS_DEPENDENT.match(k) and k in weights and weights[k].shape != v.shape
+    ]
+
+
+def load_model_weights(
+    model: torch.nn.Module, path: str | Path, finetune: bool = False
+) -> list[str]:
+    """Load a checkpoint's (or a raw state dict file's) model weights, or say what differs.
+
+    With `finetune`, the class-dependent predictor layers whose shape differs (another
+    num_classes or num_keypoints) keep the model's own fresh initialisation and everything else
+    must fit; one log line lists them. Returns the keys re-initialised that way.
+    """
     state = load_checkpoint(path)
     weights = state["model"] if isinstance(state.get("model"), dict) else state
-    misfit = describe_misfit(model, weights, path)
+    reinit = class_dependent_misfits(model, weights) if finetune else []
+    misfit = describe_misfit(model, weights, path, skip=reinit)
     if misfit:
         raise CheckpointError(misfit)
-    model.load_state_dict(weights)
+    model.load_state_dict({k: v for k, v in weights.items() if k not in reinit}, strict=not reinit)
+    if reinit:
+        get_logger().info(
+            "fine-tuning from %s: re-initialised %d tensors whose shape follows "
+            "model.num_classes / model.num_keypoints (the file's differ): %s",
+            path,
+            len(reinit),
+            ", ".join(reinit),
+        )
+    return reinit
