@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from tests.training_setup import ARCHS, make_tiny_dataset, tiny_config, write_config
+from tests.training_setup import (
+    ARCHS,
+    AfterBackward,
+    make_tiny_dataset,
+    tiny_config,
+    write_config,
+)
 from zenith_det.checkpoint import load_checkpoint
 from zenith_det.config import iou_types_for, load_config
 from zenith_det.metrics_log import read_metrics
@@ -80,7 +86,7 @@ def test_crash_mid_epoch_resumes_from_the_iteration_checkpoint(data_root, tmp_pa
             raise KeyboardInterrupt("simulated crash")
 
     with pytest.raises(KeyboardInterrupt):
-        _train(crashing, tmp_path, "crashed", after_backward=crash)
+        _train(crashing, tmp_path, "crashed", hooks=[AfterBackward(crash)])
     state = load_checkpoint(tmp_path / "crashed" / "last.pth")
     assert (state["progress"]["epoch"], state["progress"]["iter_in_epoch"]) == (1, 1)
     _train(crashing, tmp_path, "crashed", resume=True)
@@ -102,3 +108,35 @@ def test_baseline_sgd_multistep_follows_its_schedule(data_root, tmp_path):
     ]
     # The LR logged after step k is the one for step k+1; the drop lands after epoch 1's 2 steps.
     assert lrs == pytest.approx([0.01, 0.001, 0.001, 0.001])
+
+
+def test_zenith_adamw_trains_and_resumes_bit_exactly(data_root, tmp_path):
+    optimizer = {"name": "zenith_adamw", "lr": 0.0001, "weight_decay": 0.05, "window": 2}
+    optimizer["norm_weight_decay"] = 0.0
+    cfg = tiny_config(
+        data_root, tmp_path, optimizer=optimizer, train={"epochs": 2, "max_iters_per_epoch": 3}
+    )
+    _train(cfg, tmp_path, "a")
+    train = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if r["type"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 7))
+    for key in ("zenith_ratio", "grad_norm", "grad_norm_window_mean"):
+        assert all(math.isfinite(r[key]) for r in train), key
+    # Warm-up over 2 steps, then eta_0 * mu/Z: the record after step k holds step k's LR.
+    lrs = [r["lr"] for r in train]
+    assert lrs[:2] == pytest.approx([0.0001 * 0.001, 0.0001 * (0.001 + 0.999 / 2)])
+    assert max(lrs) <= 0.0001
+    assert any(r["zenith_ratio"] < 1.0 for r in train)
+    state = load_checkpoint(tmp_path / "a" / "last.pth")
+    assert state["scheduler"]["zenith"]["step_count"] == 6  # ZenithLR's window travels here
+    assert "exp_avg" in state["optimizer"]["state"][0]  # AdamW's own state
+
+    # Stop after epoch 1, then continue to 2 epochs from last.pth: the same run, bit for bit.
+    _train(dict(cfg, train=dict(cfg["train"], epochs=1)), tmp_path, "c")
+    _train(cfg, tmp_path, "c", resume=True)
+    assert _losses(tmp_path / "c") == _losses(tmp_path / "a")
+    _assert_same_weights(tmp_path / "a", tmp_path / "c")
+    resumed = load_checkpoint(tmp_path / "c" / "last.pth")
+    for key, value in state["scheduler"]["zenith"].items():
+        assert torch.equal(
+            torch.as_tensor(value), torch.as_tensor(resumed["scheduler"]["zenith"][key])
+        ), key

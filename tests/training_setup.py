@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import torch
 import yaml
 
 from zenith_det.data.synthetic import generate_demo_dataset
+from zenith_det.engine import Hook, TrainLoop
 
 ARCHS = ("fasterrcnn_resnet50_fpn", "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
 
@@ -58,6 +61,16 @@ def tiny_config(data_root: Path, output_dir: Path, arch: str = ARCHS[0], **secti
     for section, values in sections.items():
         cfg[section].update(values)
     return cfg
+
+
+class AfterBackward(Hook):
+    """A loop hook calling `fn(model, global_step)` after every backward pass (fault injection)."""
+
+    def __init__(self, fn: Callable[[torch.nn.Module, int], None]) -> None:
+        self.fn = fn
+
+    def after_backward(self, loop: TrainLoop) -> None:
+        self.fn(loop.model, loop.progress.global_step)
 
 
 def write_config(cfg: dict, path: Path) -> Path:

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from zenith_det.errors import SetupError
+
 LOGGER_NAME = "zenith_det"
 
 
@@ -44,7 +46,11 @@ def select_device(requested: str, local_rank: int) -> torch.device:
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise SetupError(
+            "train.device is 'cuda' but torch sees no CUDA device (torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); set "
+            "train.device=cpu, or auto to use a GPU only when there is one"
+        )
     return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
@@ -136,15 +142,6 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
-
-
-def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of `tensor` over ranks (a copy); for logging, never for the optimizer's math."""
-    if not is_distributed():
-        return tensor.detach().clone()
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / get_world_size()
 
 
 _FAILURE_KEY = "zenith_det/failed/rank{}"

@@ -1,8 +1,11 @@
-"""Optimizer and LR schedule from the config: ZENITH, or the SGD/AdamW baselines it replaces.
+"""Optimizer, LR schedule and loop hooks from the config: ZENITH, or the baselines it replaces.
 
 ZENITH owns its learning rate (window rule + its own linear warm-up), so it gets no scheduler.
-The baselines get one LambdaLR whose factor is a picklable object of plain numbers, so its
-state dict loads with `torch.load(weights_only=True)`.
+`zenith_adamw` is AdamW whose LR is set by ZENITH's rule (`ZenithLR`): that controller takes
+the scheduler's place, and its state is saved in the checkpoint's "scheduler" entry. The
+baselines get one LambdaLR whose factor is a picklable object of plain numbers, so its state
+dict loads with `torch.load(weights_only=True)`. `optimizer_hooks` lists what each needs from
+the training loop, so the loop itself names no optimizer.
 """
 
 from __future__ import annotations
@@ -14,7 +17,18 @@ import torch
 from torch import nn
 
 from zenith_det.config import Config
-from zenith_det.optim import Zenith
+from zenith_det.engine import Hook
+from zenith_det.hooks import (
+    GuardNonFinite,
+    LrControllerStep,
+    LrSchedulerStep,
+    SkipsNonFiniteItself,
+    ZenithLogging,
+)
+from zenith_det.optim import Zenith, ZenithLR, linear_warmup_factor
+
+# LR schedule objects the solver builds: the baselines' LambdaLR or zenith_adamw's controller.
+Scheduler = torch.optim.lr_scheduler.LambdaLR | ZenithLR
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
@@ -66,6 +80,7 @@ def build_optimizer(cfg: Config, model: nn.Module, world_size: int) -> torch.opt
             weight_decay=opt.weight_decay,
             nesterov=opt.nesterov,
         )
+    # adamw, and zenith_adamw (whose LR ZenithLR sets from build_scheduler on)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(opt.betas), weight_decay=opt.weight_decay)
 
 
@@ -85,10 +100,7 @@ class LrFactor:
         return self._warmup(it) * self._decay(it)
 
     def _warmup(self, it: int) -> float:
-        if it >= self.warmup_iters:
-            return 1.0
-        alpha = it / self.warmup_iters
-        return self.warmup_factor * (1 - alpha) + alpha
+        return linear_warmup_factor(it, self.warmup_iters, self.warmup_factor)
 
     def _decay(self, it: int) -> float:
         if self.kind == "multistep":
@@ -100,11 +112,20 @@ class LrFactor:
 
 def build_scheduler(
     cfg: Config, optimizer: torch.optim.Optimizer, iters_per_epoch: int
-) -> torch.optim.lr_scheduler.LambdaLR | None:
-    """An iteration-stepped LambdaLR for the baselines; None for ZENITH (it schedules itself)."""
-    if isinstance(optimizer, Zenith):
-        return None
+) -> Scheduler | None:
+    """What sets the LR besides the optimizer: None for ZENITH (it schedules itself), ZenithLR
+    for zenith_adamw, an iteration-stepped LambdaLR for the baselines."""
     sched = cfg.schedule
+    if cfg.optimizer.name == "zenith":
+        return None
+    if cfg.optimizer.name == "zenith_adamw":
+        return ZenithLR(
+            optimizer,
+            window=cfg.optimizer.window,
+            warmup_iters=sched.warmup_iters,
+            warmup_factor=sched.warmup_factor,
+            grad_norm_reduce=cfg.optimizer.grad_norm_reduce,
+        )
     factor = LrFactor(
         kind=sched.name,
         warmup_iters=sched.warmup_iters,
@@ -114,3 +135,14 @@ def build_scheduler(
         total_iters=max(1, cfg.train.epochs * iters_per_epoch),
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_hooks(
+    cfg: Config, optimizer: torch.optim.Optimizer, scheduler: Scheduler | None
+) -> list[Hook]:
+    """The loop hooks that step, check and log the optimizer named by `optimizer.name`."""
+    if cfg.optimizer.name == "zenith":
+        return [SkipsNonFiniteItself(optimizer), ZenithLogging(optimizer)]
+    if cfg.optimizer.name == "zenith_adamw":
+        return [LrControllerStep(scheduler), ZenithLogging(scheduler)]
+    return [GuardNonFinite(), LrSchedulerStep(scheduler)]

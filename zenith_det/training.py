@@ -17,6 +17,7 @@ import hashlib
 import json
 import random
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,49 +43,46 @@ from zenith_det.data import (
     build_val_loader,
     ensure_demo_dataset,
 )
+from zenith_det.engine import Hook, TrainLoop, iters_per_epoch, train_one_epoch
 from zenith_det.errors import PeerFailureError, SetupError, error_line
-from zenith_det.engine import Progress, StopFlag, TrainLoop, iters_per_epoch, train_one_epoch
 from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
 from zenith_det.metrics_log import MetricsWriter
 from zenith_det.models import build_model
-from zenith_det.solver import build_optimizer, build_scheduler
+from zenith_det.resume_check import check_resume_compatible
+from zenith_det.run_dir import check_before_start
+from zenith_det.solver import Scheduler, build_optimizer, build_scheduler, optimizer_hooks
 
 
+@dataclass(kw_only=True)
+class Job(TrainLoop):
+    """A run: the loop's objects (`TrainLoop`) and the rest, built once by `_build_job`."""
 
-
-@dataclass
-class Job:
-    """The objects a run is made of, built once by `_build_job`."""
-
-    cfg: Config
     info: dist_utils.DistInfo
-    model: nn.Module  # DDP-wrapped when distributed
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    train_loader: Any
+    scheduler: Scheduler | None  # checkpointed in the "scheduler" entry
     val_loader: Any
     manager: ckpt.CheckpointManager
-    writer: MetricsWriter
-    progress: Progress
 
     @property
     def bare_model(self) -> nn.Module:
         """The model without its DDP wrapper (what checkpoints store)."""
         return getattr(self.model, "module", self.model)
 
+    def save_checkpoint(self) -> None:
+        """Save `last.pth` mid-epoch (no snapshot, not a best)."""
+        _save(self, snapshot=False, is_best=False)
 
-def run_training(cfg: Config, resume: str | bool | None = None, after_backward=None) -> dict:
+
+def run_training(cfg: Config, resume: str | bool | None = None, hooks: Sequence[Hook] = ()) -> dict:
     """Train (or continue) the job described by `cfg`; returns the final summary dict.
 
-    `after_backward(model, global_step)` is a test hook called after every backward pass (it
-    may corrupt gradients to provoke the non-finite path). A SIGTERM saves a checkpoint at the
-    next iteration boundary and returns `{"stopped": True, ...}`.
+    `hooks` run after the optimizer's own (`solver.optimizer_hooks`); tests use them to inject
+    faults, e.g. NaN gradients in `after_backward`. A SIGTERM saves a checkpoint at the next
+    iteration boundary and returns `{"stopped": True, ...}`.
     """
     info = dist_utils.init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     dist_utils.setup_logging(info.rank)
     try:
-        return _run(cfg, info, resume, after_backward)
+        return _run(cfg, info, resume, hooks)
     except Exception as exc:
         peer_failure = _peer_failure(exc, info, cfg.train.dist_timeout_s)
         if peer_failure is None:
@@ -94,15 +92,17 @@ def run_training(cfg: Config, resume: str | bool | None = None, after_backward=N
         dist_utils.cleanup()
 
 
-def _run(cfg: Config, info: dist_utils.DistInfo, resume: str | bool | None, after_backward) -> dict:
-    job = _build_job(cfg, info)
+def _run(
+    cfg: Config, info: dist_utils.DistInfo, resume: str | bool | None, hooks: Sequence[Hook]
+) -> dict:
+    check_before_start(cfg, resume)
+    job = _build_job(cfg, info, hooks)
     if resume:
         _resume(job, resume)
     _write_run_files(job)
-    stop = StopFlag()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: job.stop.set())
     try:
-        return _train_epochs(job, stop, after_backward)
+        return _train_epochs(job)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -131,7 +131,7 @@ def _peer_failure(
     )
 
 
-def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
+def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) -> Job:
     _check_ranks_agree(cfg)
     _prepare_data(cfg, info)
     _seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -156,9 +156,11 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo) -> Job:
         scaler=scaler,
         train_loader=train_loader,
         val_loader=val_loader,
+        device=info.device,
         manager=ckpt.CheckpointManager(cfg.output_dir, cfg.train.keep_last),
         writer=MetricsWriter(Path(cfg.output_dir) / "metrics.jsonl", info.is_main),
-        progress=Progress(),
+        hooks=optimizer_hooks(cfg, optimizer, scheduler) + list(hooks),
+        show_progress=info.is_main,
     )
 
 
@@ -232,7 +234,10 @@ _TRAINING_STATE = ("model", "optimizer", "scaler", "progress", "rng", "config")
 def _resume(job: Job, resume: str | bool) -> None:
     path = ckpt.find_latest(job.cfg.output_dir) if resume is True else Path(resume)
     if path is None:
-        raise SetupError(f"--resume: no last.pth in {job.cfg.output_dir}")
+        raise SetupError(
+            f"--resume: no last.pth in {job.cfg.output_dir}, so there is nothing to continue; "
+            "start a new run without --resume (add --overwrite if the directory holds a run)"
+        )
     state = ckpt.load_checkpoint(path)
     missing = [key for key in _TRAINING_STATE if key not in state]
     if missing:
@@ -240,10 +245,14 @@ def _resume(job: Job, resume: str | bool) -> None:
             f"{path}: not a training checkpoint (no {', '.join(missing)}); to start from its "
             "weights set model.weights instead of --resume"
         )
-    _warn_config_changes(path, state["config"], job.cfg)
     misfit = ckpt.describe_misfit(job.bare_model, state["model"], path)
     if misfit:
         raise ckpt.CheckpointError(misfit)
+    saved = config_from_dict(state["config"], source=str(path))
+    # Refused before any state is loaded: nothing of the run has changed yet.
+    sizes = [len(group["params"]) for group in job.optimizer.param_groups]
+    check_resume_compatible(path, saved, state, job.cfg, job.info.world_size, sizes)
+    _warn_config_changes(saved, job.cfg)
     job.bare_model.load_state_dict(state["model"])
     _restore_training_state(job, state, path)
     job.writer.truncate_after(job.progress.global_step)
@@ -267,12 +276,12 @@ def _restore_training_state(job: Job, state: dict, path: Path) -> None:
             f"({job.cfg.optimizer.name}): {error_line(exc)}"
         ) from exc
     job.progress.load_state_dict(state["progress"])
-    rng = state["rng"]
-    ckpt.restore_rng_state(rng[job.info.rank] if job.info.rank < len(rng) else rng[0])
+    # One state per rank: check_resume_compatible made sure the world size is the saved one.
+    ckpt.restore_rng_state(state["rng"][job.info.rank])
 
 
-def _warn_config_changes(path: Path, saved: dict, cfg: Config) -> None:
-    changes = config_diff(config_from_dict(saved, source=str(path)), cfg)
+def _warn_config_changes(saved: Config, cfg: Config) -> None:
+    changes = config_diff(saved, cfg)
     if not changes:
         return
     message = "resuming with a config that differs from the checkpoint's: " + "; ".join(changes)
@@ -283,34 +292,28 @@ def _warn_config_changes(path: Path, saved: dict, cfg: Config) -> None:
 
 
 def _write_run_files(job: Job) -> None:
+    # Called once every check has passed (run_dir.check_before_start, _build_job, _resume):
+    # a run that fails them leaves the output dir as it found it.
     if job.info.is_main:
+        if len(job.val_loader.dataset) == 0:
+            dist_utils.get_logger().warning(
+                "the val set (%s) has no images: every evaluation gives AP -1, so best.pth is "
+                "only the first evaluated checkpoint",
+                Path(job.cfg.data.root) / job.cfg.data.val_annotations,
+            )
         Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml")
         for path in job.manager.remove_stale_temps():
             dist_utils.get_logger().info("removed %s, a write a killed run left unfinished", path)
 
 
-def _train_epochs(job: Job, stop: StopFlag, after_backward) -> dict:
+def _train_epochs(job: Job) -> dict:
     cfg, progress = job.cfg, job.progress
-    loop = TrainLoop(
-        cfg=cfg,
-        model=job.model,
-        optimizer=job.optimizer,
-        scheduler=job.scheduler,
-        scaler=job.scaler,
-        loader=job.train_loader,
-        device=job.info.device,
-        writer=job.writer,
-        save_checkpoint=lambda: _save(job, snapshot=False, is_best=False),
-        stop=stop,
-        show_progress=job.info.is_main,
-        after_backward=after_backward,
-    )
     metrics: dict = {}
     while progress.epoch < cfg.train.epochs:
         job.train_loader.set_epoch(progress.epoch)
         job.train_loader.set_start_iter(progress.iter_in_epoch)
-        if not train_one_epoch(loop, progress):
+        if not train_one_epoch(job):
             dist_utils.get_logger().info("stop requested: checkpoint saved, exiting")
             return {"stopped": True, "progress": progress.state_dict()}
         metrics, is_best = _maybe_evaluate(job, metrics)
@@ -368,7 +371,8 @@ def evaluate(job: Job):
         kpt_oks_sigmas=cfg.data.kpt_oks_sigmas,
         backend=cfg.eval.backend,
     )
-    return evaluate_model(
+    job.call("before_eval")
+    result = evaluate_model(
         job.model,
         job.val_loader,
         evaluator,
@@ -376,9 +380,12 @@ def evaluate(job: Job):
         amp=cfg.train.amp,
         progress=job.info.is_main,
     )
+    job.call("after_eval")
+    return result
 
 
 def _save(job: Job, snapshot: bool, is_best: bool) -> None:
+    job.call("before_checkpoint")
     # Every rank's RNG state travels to rank 0 so a resumed DDP run redraws the same samples.
     rng_states = dist_utils.gather_object_to_main(ckpt.capture_rng_state())
     if job.info.is_main:
@@ -396,6 +403,7 @@ def _save(job: Job, snapshot: bool, is_best: bool) -> None:
         }
         job.manager.save(state, snapshot=snapshot, is_best=is_best)
     dist_utils.barrier()
+    job.call("after_checkpoint")
 
 
 def _finish(job: Job, metrics: dict) -> dict:

@@ -2,7 +2,7 @@
 
 torchrun (or python) runs this file in place of tools/train.py. The faults live here, in test
 code, so the library carries no test switches: this file wraps `run_training` to pass an
-`after_backward` hook, or wraps `torch.save`, then calls tools/train.py's `main` unchanged.
+`after_backward` loop hook, or wraps `torch.save`, then calls tools/train.py's `main` unchanged.
 
 Environment (all optional):
 - ZENITH_TEST_FAULTS: JSON list of faults, each `{"kind": ..., "rank": r, ...}`; a fault
@@ -131,15 +131,17 @@ def _install(faults: list[dict]) -> list[str]:
             raise ValueError(f"unknown fault {fault}")
     if hooks:
         import zenith_det.training as training
+        from zenith_det.engine import Hook
 
         run_training = training.run_training
 
-        def after_backward(model: torch.nn.Module, step: int) -> None:
-            for hook in hooks:
-                hook(model, step)
+        class Faults(Hook):
+            def after_backward(self, loop) -> None:
+                for hook in hooks:
+                    hook(loop.model, loop.progress.global_step)
 
-        def patched(cfg, resume=None, after_backward_=None):
-            return run_training(cfg, resume=resume, after_backward=after_backward)
+        def patched(cfg, resume=None, hooks_=()):
+            return run_training(cfg, resume=resume, hooks=[Faults(), *hooks_])
 
         training.run_training = patched
     return extra_args

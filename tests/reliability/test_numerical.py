@@ -12,10 +12,12 @@ import torch
 from torch import nn
 
 from tests.reliability.runs import config_file, run, two_rank_config
-from tests.training_setup import tiny_config, write_config
+from tests.training_setup import AfterBackward, tiny_config, write_config
 from zenith_det.checkpoint import load_checkpoint
 from zenith_det.config import Config, load_config
 from zenith_det.engine import Progress, TrainLoop, train_one_epoch
+from zenith_det.errors import NonFiniteLossError
+from zenith_det.hooks import SkipsNonFiniteItself
 from zenith_det.metrics_log import MetricsWriter, read_metrics
 from zenith_det.optim import Zenith
 from zenith_det.training import run_training
@@ -47,7 +49,7 @@ def test_nan_and_inf_gradients_are_skipped_counted_and_change_nothing(
             next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = BAD[step]
 
     summary = run_training(
-        load_config(write_config(cfg, tmp_path / "c.yaml")), after_backward=corrupt
+        load_config(write_config(cfg, tmp_path / "c.yaml")), hooks=[AfterBackward(corrupt)]
     )
     # Iterations 1 and 2 were skipped: the weights iteration 3 starts from are iteration 1's.
     assert all(torch.equal(a, b) for a, b in zip(weights[1], weights[3], strict=True))
@@ -80,7 +82,7 @@ def test_a_nan_forward_pass_is_skipped_without_poisoning_batchnorm(data_root, tm
             model.backbone.register_forward_pre_hook(nan_input)
 
     summary = run_training(
-        load_config(write_config(cfg, tmp_path / "c.yaml")), after_backward=install
+        load_config(write_config(cfg, tmp_path / "c.yaml")), hooks=[AfterBackward(install)]
     )
     assert summary["skipped_nonfinite"] == 1 and calls[:3] == [True] * 3
     state = load_checkpoint(tmp_path / "run" / "last.pth")["model"]
@@ -150,21 +152,20 @@ def test_amp_overflow_steps_are_skipped_by_grad_scaler_without_touching_the_wind
             (scaler.get_scale(), optimizer.step_count, _trainable(m), optimizer.last_grad_norm)
         )
 
+    progress = Progress()
     loop = TrainLoop(
         cfg=Config(),
         model=model,
         optimizer=optimizer,
-        scheduler=None,
         scaler=scaler,
-        loader=[([torch.ones(4)] * 2, [{}] * 2)] * 5,
+        train_loader=[([torch.ones(4)] * 2, [{}] * 2)] * 5,
         device=torch.device("cpu"),
         writer=MetricsWriter(tmp_path / "m.jsonl", enabled=False),
-        save_checkpoint=lambda: None,
+        hooks=[SkipsNonFiniteItself(optimizer), AfterBackward(record)],
+        progress=progress,
         show_progress=False,
-        after_backward=record,
     )
-    progress = Progress()
-    assert train_one_epoch(loop, progress)
+    assert train_one_epoch(loop)
     scales = [scale for scale, _, _, _ in seen]
     assert scales == [2.0**16, 2.0**15, 2.0**14, 2.0**13, 2.0**13]  # three overflows, halved
     assert [count for _, count, _, _ in seen] == [0, 0, 0, 0, 1]  # ZENITH saw none of them
@@ -173,3 +174,40 @@ def test_amp_overflow_steps_are_skipped_by_grad_scaler_without_touching_the_wind
     assert optimizer.step_count == 2 and math.isfinite(optimizer.window_mean)
     # ZENITH's first recorded norm is the unscaled one: 2 samples x d loss/d out (= 2) x (x, 1).
     assert seen[4][3] == pytest.approx(math.hypot(*[2 * 2.0] * 5), rel=1e-3)
+
+
+def test_skips_counted_between_log_periods_stop_at_the_same_state(data_root, tmp_path):
+    """Without a log period after each step, a skip is counted in the next iteration's packed
+    read (one host read per iteration): the stop lands on the same iteration, with the same
+    weights, BatchNorm statistics and optimizer state, as when every step is logged."""
+
+    def nan_from_step_1(model: nn.Module, step: int) -> None:
+        if step >= 1:
+            next(p for p in model.parameters() if p.grad is not None).grad.view(-1)[0] = math.nan
+
+    states = []
+    for log_period in (1, 100):
+        out = tmp_path / f"log{log_period}"
+        train = {"max_iters_per_epoch": 5, "log_period": log_period}
+        train["max_consecutive_nonfinite"] = 2
+        cfg = load_config(
+            write_config(tiny_config(data_root, out, train=train), out.with_suffix(".yaml"))
+        )
+        with pytest.raises(NonFiniteLossError, match="2 consecutive non-finite steps"):
+            run_training(cfg, hooks=[AfterBackward(nan_from_step_1)])
+        states.append(load_checkpoint(out / "last.pth"))
+    every, lagged = states
+    for state in states:
+        progress = state["progress"]
+        assert (progress["epoch"], progress["iter_in_epoch"], progress["skipped_nonfinite"]) == (
+            0,
+            3,
+            2,
+        )
+    for key, value in every["model"].items():
+        assert torch.equal(value, lagged["model"][key]), key
+    for key in ("window", "zenith", "step_count", "skipped_steps", "lr_scale"):
+        assert torch.equal(
+            torch.as_tensor(every["optimizer"]["zenith"][key]),
+            torch.as_tensor(lagged["optimizer"]["zenith"][key]),
+        ), key

@@ -55,13 +55,6 @@ class CompactEvalImgs(Sequence):
             "gtIgnore": self._gt_ignored[g0:g1],
         }
 
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the packed arrays."""
-        arrays = (self._table, self._dt_offsets, self._gt_offsets, self._scores)
-        arrays += (self._matched, self._ignored, self._gt_ignored)
-        return sum(a.nbytes for a in arrays)
-
 
 class EvalImgsPacker:
     """Packs `evalImgs` of consecutive image chunks; `finish()` returns the CompactEvalImgs."""

@@ -30,8 +30,6 @@ from zenith_det.evaluation.scoring import (
 )
 
 
-
-
 def read_json(path: str | Path) -> Any:
     """The parsed JSON of `path`, or ResultFileError naming the file and what is wrong."""
     try:

@@ -1,0 +1,108 @@
+"""The hooks an optimizer needs in the training loop; `solver.optimizer_hooks` picks them.
+
+The interface (`zenith_det.engine.Hook`, after detectron2's HookBase) is a few named moments;
+each hook here overrides one or two. None of them names an optimizer class: they rely on the
+interface ZENITH's optimizer and controller share (`last_step_finite`, `log_stats()`), on an
+LR controller's `step(grad_norm)`, or on a torch LR scheduler.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from zenith_det.engine import Hook, StepState, TrainLoop
+
+
+class LrController(Protocol):
+    """Sets the optimizer's LRs before its step (`zenith_det.optim.ZenithLR`)."""
+
+    def step(self, grad_norm: torch.Tensor | None = None) -> torch.Tensor:
+        """Record this step's gradient norm, set the LRs; returns "the norm is finite" (device)."""
+        ...
+
+
+class LogsStats(Protocol):
+    """Gives loggable values as 0-dim device tensors (`Zenith`, `ZenithLR`)."""
+
+    def log_stats(self) -> dict[str, torch.Tensor]:
+        """Names and values to log."""
+        ...
+
+
+class LrSchedulerStep(Hook):
+    """Steps a torch LR scheduler once per iteration, after the optimizer (the baselines)."""
+
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+        """Wrap `scheduler` (a LambdaLR built by the solver)."""
+        self.scheduler = scheduler
+
+    def after_step(self, loop: TrainLoop, step: StepState) -> None:
+        """Advance the schedule, also after a skipped step, as the loop always did."""
+        self.scheduler.step()
+
+
+class SkipsNonFiniteItself(Hook):
+    """For an optimizer that skips a non-finite step on its own (ZENITH's `Zenith`).
+
+    It gets the loop's pre-clipping norm, so the norm is computed once, and its
+    `last_step_finite` device flag tells the loop whether the step applied.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        """`optimizer.step` must take `grad_norm=` and set `last_step_finite`."""
+        self.optimizer = optimizer
+
+    def before_optimizer_step(self, loop: TrainLoop, step: StepState) -> None:
+        """Hand over the norm the loop already has, if any."""
+        if step.grad_norm is not None:
+            step.step_kwargs["grad_norm"] = step.grad_norm
+
+    def after_step(self, loop: TrainLoop, step: StepState) -> None:
+        """Report the optimizer's device flag; under AMP the loop ORs in GradScaler's skips."""
+        step.finite = self.optimizer.last_step_finite
+
+
+class LrControllerStep(Hook):
+    """Steps an LR controller (ZenithLR) before the optimizer; its finite flag gates the step."""
+
+    def __init__(self, controller: LrController) -> None:
+        """`controller.step(grad_norm)` sets the LRs and returns a 0-dim bool device tensor."""
+        self.controller = controller
+
+    def before_optimizer_step(self, loop: TrainLoop, step: StepState) -> None:
+        """Record G_t (the loop's norm when it has one) and set the param groups' LRs."""
+        step.finite = self.controller.step(grad_norm=step.grad_norm)
+
+
+class GuardNonFinite(Hook):
+    """Skips a step whose gradient norm is not finite (the SGD/AdamW baselines).
+
+    torch's SGD and AdamW would write NaN into the weights. The loop reads this flag on the
+    host before stepping: one sync per iteration off CPU, which the baselines pay (they are not
+    the sync-free path). Under AMP GradScaler skips such steps itself, so nothing is checked.
+    """
+
+    def before_optimizer_step(self, loop: TrainLoop, step: StepState) -> None:
+        """Set `step.finite` from the loop's norm, or from a fresh one."""
+        if loop.scaler.is_enabled():
+            return
+        norm = step.grad_norm
+        if norm is None:
+            params = [p for g in loop.optimizer.param_groups for p in g["params"]]
+            grads = [p.grad for p in params if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        step.finite = torch.isfinite(norm)
+
+
+class ZenithLogging(Hook):
+    """ZENITH's ratio mu/Z and gradient norms in each metrics.jsonl record (read at log time)."""
+
+    def __init__(self, source: LogsStats) -> None:
+        """`source.log_stats()` returns 0-dim device tensors (Zenith or ZenithLR)."""
+        self.source = source
+
+    def log_fields(self, loop: TrainLoop) -> dict[str, float]:
+        """zenith_ratio, grad_norm, grad_norm_window_mean as Python floats."""
+        return {name: float(value) for name, value in self.source.log_stats().items()}
