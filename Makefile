@@ -25,8 +25,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# A second `make demo` stops rather than overwrite runs/demo: `make demo DEMO_ARGS=--overwrite`
+# moves the old runs aside (runs/demo/<run>.old-<timestamp>) and starts over.
 demo: setup
-	$(BIN)/python tools/demo.py --nproc $(NPROC)
+	$(BIN)/python tools/demo.py --nproc $(NPROC) $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) runs data/demo

@@ -4,6 +4,9 @@ plot what ZENITH did to the learning rate.
 
     python tools/demo.py --nproc 2                 # what `make demo` runs
     python tools/demo.py --nproc 2 --model mask    # Mask R-CNN instead of Faster R-CNN
+
+Runs already in --out are kept: the demo stops at once unless --overwrite is given, which
+tools/train.py handles (each old run is renamed to <dir>.old-<timestamp>).
 """
 
 from __future__ import annotations
@@ -16,6 +19,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout, uninstalled
+
+from zenith_det.config import load_config  # noqa: E402
+from zenith_det.errors import UserError, exit_on_user_error  # noqa: E402
+from zenith_det.run_dir import check_writable_dir, run_files  # noqa: E402
+
 MODELS = {"faster": "faster_rcnn_r18", "mask": "mask_rcnn_r18", "keypoint": "keypoint_rcnn_r18"}
 
 
@@ -37,17 +46,51 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="config override passed to every run (e.g. train.epochs=2)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over where --out already holds runs (tools/train.py --overwrite)",
+    )
     return parser
+
+
+class StepFailed(Exception):
+    """A step of the demo exited non-zero; its own output, above, says why."""
+
+    def __init__(self, cmd: list[str], code: int) -> None:
+        """Keep the step's exit code as the demo's own."""
+        super().__init__(f"the demo stopped: `{' '.join(cmd)}` exited with code {code}")
+        self.exit_code = code
 
 
 def _run(cmd: list[str]) -> float:
     print("+", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    code = subprocess.run(cmd, cwd=ROOT).returncode
+    if code != 0:
+        raise StepFailed(cmd, code)
     return time.perf_counter() - start
 
 
-def train(config: Path, output_dir: Path, nproc: int, overrides: list[str]) -> float:
+def check_args(args: argparse.Namespace, names: list[str]) -> None:
+    """Refuse, before anything runs, what would fail later: --nproc, --set, --out, old runs."""
+    for name in names:  # a bad --set is one line now, not a failed training later
+        load_config(ROOT / "configs/demo" / f"{name}.yaml", args.overrides)
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be at least 1, got {args.nproc}")
+    check_writable_dir(args.out, "--out")
+    check_writable_dir(args.data_root, "--data-root")
+    kept = [str(Path(args.out) / name) for name in names if run_files(Path(args.out) / name)]
+    if kept and not args.overwrite:
+        raise UserError(
+            f"{', '.join(kept)} already holds a run: give --overwrite to start over (each old "
+            "run is renamed to <dir>.old-<timestamp>), or another --out"
+        )
+
+
+def train(
+    config: Path, output_dir: Path, nproc: int, overrides: list[str], overwrite: bool = False
+) -> float:
     """Run tools/train.py under torchrun; returns the wall time in seconds."""
     launcher = [
         sys.executable,
@@ -57,6 +100,8 @@ def train(config: Path, output_dir: Path, nproc: int, overrides: list[str]) -> f
         f"--nproc_per_node={nproc}",
     ]
     cmd = launcher + ["tools/train.py", "--config", str(config), "--output-dir", str(output_dir)]
+    if overwrite:
+        cmd.append("--overwrite")
     for override in overrides:
         cmd += ["--set", override]
     return _run(cmd)
@@ -65,15 +110,22 @@ def train(config: Path, output_dir: Path, nproc: int, overrides: list[str]) -> f
 def main(argv: list[str] | None = None) -> int:
     """Entry point: data, two trainings, evaluation of the best checkpoint, plot, summary."""
     args = get_args_parser().parse_args(argv)
+    with exit_on_user_error():
+        return _demo(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    variants = ["zenith"] if args.no_baseline else ["zenith", "multistep"]
+    names = [f"{MODELS[args.model]}_{variant}" for variant in variants]
+    check_args(args, names)
     _run([sys.executable, "-m", "zenith_det.data.synthetic", "--root", args.data_root])
     overrides = [f"data.root={args.data_root}", *args.overrides]
-    variants = ["zenith"] if args.no_baseline else ["zenith", "multistep"]
     rows = []
-    for variant in variants:
-        name = f"{MODELS[args.model]}_{variant}"
+    for variant, name in zip(variants, names, strict=True):
         run_dir = out / name
-        seconds = train(ROOT / "configs/demo" / f"{name}.yaml", run_dir, args.nproc, overrides)
+        config = ROOT / "configs/demo" / f"{name}.yaml"
+        seconds = train(config, run_dir, args.nproc, overrides, args.overwrite)
         rows.append((variant, run_dir, seconds))
     zenith_dir = rows[0][1]
     _run(

@@ -8,7 +8,8 @@ Model mode (one process, or one rank per process under torchrun):
         [--set key=value ...] [--output-dir D]
 
 Both print the metrics table and write metrics.json, report.md and detections.json. A bad
-input is one "error:" line on stderr and exit status 2.
+input (file, config, data, checkpoint, device, output dir) is one "error:" line on stderr and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -16,10 +17,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from zenith_det.evaluation.report import format_table, write_report
-from zenith_det.evaluation.result_files import ResultFileError, evaluate_result_file
-from zenith_det.evaluation.scoring import BACKENDS, IOU_TYPES, check_backend
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from zenith_det.errors import exit_on_user_error, fail  # noqa: E402
+from zenith_det.evaluation.report import format_table, write_report  # noqa: E402
+from zenith_det.evaluation.result_files import evaluate_result_file  # noqa: E402
+from zenith_det.evaluation.scoring import BACKENDS, IOU_TYPES, check_backend  # noqa: E402
+from zenith_det.run_dir import check_writable_dir  # noqa: E402
 
 PROG = "eval.py"
 FILE_MODE_OUTPUT = "runs/eval"
@@ -49,37 +55,29 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: object) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run_file_mode(args: argparse.Namespace) -> int:
     """Score --detections against --annotations, print the table, write the files."""
+    output_dir = args.output_dir or FILE_MODE_OUTPUT
+    check_writable_dir(output_dir, "--output-dir")
     try:
         check_backend(args.backend)
     except ValueError as exc:  # faster-coco-eval asked for but not installed
-        return _fail(exc)
-    try:
-        result = evaluate_result_file(
-            args.annotations, args.detections, args.iou_types, args.kpt_oks_sigmas, args.backend
-        )
-    except ResultFileError as exc:
-        return _fail(exc)
+        fail(str(exc))
+    result = evaluate_result_file(
+        args.annotations, args.detections, args.iou_types, args.kpt_oks_sigmas, args.backend
+    )
     print(format_table(result), end="")
-    write_report(result, args.output_dir or FILE_MODE_OUTPUT)
+    write_report(result, output_dir)
     return 0
 
 
 def run_model_mode(args: argparse.Namespace) -> int:
     """Evaluate --checkpoint on --config's val set (torchrun or one process)."""
-    from zenith_det.config import ConfigError, load_config
+    # Imported here: these pull in torch and torchvision, which file mode never needs.
+    from zenith_det.cli import load_cli_config
     from zenith_det.evaluation.run import evaluate_checkpoint
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        return _fail(exc)
+    cfg = load_cli_config(args.config, args.overrides, None, need_train=False)
     evaluate_checkpoint(cfg, args.checkpoint, args.output_dir)
     return 0
 
@@ -96,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("file mode needs both --annotations and --detections")
     if model_mode and not (args.config and args.checkpoint):
         parser.error("model mode needs both --config and --checkpoint")
-    return run_file_mode(args) if file_mode else run_model_mode(args)
+    with exit_on_user_error():
+        return run_file_mode(args) if file_mode else run_model_mode(args)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from zenith_det.errors import DataError, SetupError, exit_on_user_error  # noqa: E402
 from zenith_det.metrics_log import read_metrics  # noqa: E402
+from zenith_det.run_dir import check_writable_dir  # noqa: E402
+
+INSTALL_HINT = "pip install -e '.[plot]'"
 
 PANELS = (
     ("lr", "learning rate"),
@@ -40,23 +44,41 @@ def load_run(path: str) -> tuple[str, list[dict], list[dict]]:
     if file.is_dir():
         file = file / "metrics.jsonl"
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: no metrics.jsonl")
+        raise DataError(f"{file}: not found (give a run directory or its metrics.jsonl)")
     records = read_metrics(file)
-    label = file.parent.name
+    bad = next((i for i, r in enumerate(records) if not _is_record(r)), None)
+    if bad is not None:
+        raise DataError(f"{file}: record {bad} is not a metrics record (no 'type' and 'step')")
     return (
-        label,
+        file.parent.name,
         [r for r in records if r["type"] == "train"],
         [r for r in records if r["type"] == "eval"],
     )
 
 
-def plot_runs(runs: list[tuple[str, list[dict], list[dict]]], out: Path) -> Path:
-    """Draw the five panels for every run and save the PNG."""
-    import matplotlib
+def _run_dir(path: str) -> Path:
+    return Path(path) if Path(path).is_dir() else Path(path).parent
 
+
+def _is_record(record: object) -> bool:
+    return isinstance(record, dict) and "type" in record and "step" in record
+
+
+def import_pyplot():
+    """matplotlib.pyplot with the file-only Agg backend, or a SetupError naming the install."""
+    try:
+        import matplotlib
+    except ImportError as exc:  # an optional extra: say how to get it
+        raise SetupError(f"plotting needs matplotlib: {INSTALL_HINT}") from exc
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def plot_runs(runs: list[tuple[str, list[dict], list[dict]]], out: Path) -> Path:
+    """Draw the five panels for every run and save the PNG."""
+    plt = import_pyplot()
     fig, axes = plt.subplots(1, 5, figsize=(22, 4))
     for label, train, evals in runs:
         steps = [r["step"] for r in train]
@@ -96,13 +118,14 @@ def _plot_map(ax, label: str, evals: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     args = get_args_parser().parse_args(argv)
-    try:
+    with exit_on_user_error():
+        import_pyplot()  # before reading the runs: a missing install is the first thing to fix
         runs = [load_run(p) for p in args.runs]
-    except (FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path(args.runs[0]) / "training.png"
-    print(plot_runs(runs, out))
+        out = Path(args.out) if args.out else _run_dir(args.runs[0]) / "training.png"
+        if out.is_dir():
+            raise SetupError(f"--out {out} is a directory: give the PNG file's path")
+        check_writable_dir(out.parent, "--out folder")
+        print(plot_runs(runs, out))
     return 0
 
 

@@ -2,6 +2,9 @@
 
 python tools/train.py --config configs/demo/faster_rcnn_r18_zenith.yaml
 torchrun --nproc_per_node=8 tools/train.py --config configs/coco/mask_rcnn_r50_fpn_zenith.yaml
+
+An output directory that already holds a run is only written with --resume (continue it) or
+--overwrite (start over: the old run is renamed to <dir>.old-<timestamp>, never deleted).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from zenith_det.cli import exit_on_user_error, load_cli_config  # noqa: E402
+from zenith_det.errors import UserError  # noqa: E402
+from zenith_det.run_dir import overwriting  # noqa: E402
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,6 +43,12 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="continue from PATH, or from last.pth in the output dir when no PATH is given",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in an output dir that holds a run: the old run is renamed to\n"
+        "<dir>.old-<timestamp> (and renamed back if the new run fails its start-up checks)",
+    )
     return parser
 
 
@@ -45,10 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: parse, load the config, train (rank 0 prints the summary table)."""
     args = get_args_parser().parse_args(argv)
     with exit_on_user_error():
+        if args.resume and args.overwrite:
+            raise UserError(
+                "--resume continues the run in the output dir and --overwrite starts it over: "
+                "give one of them"
+            )
         cfg = load_cli_config(args.config, args.overrides, args.output_dir, need_train=True)
         from zenith_det.training import run_training
 
-        run_training(cfg, resume=args.resume)
+        with overwriting(cfg.output_dir, args.overwrite):
+            run_training(cfg, resume=args.resume)
     return 0
 
 

@@ -166,7 +166,7 @@ def test_bad_input_is_one_error_line_and_exit_2(files: dict, tmp_path: Path, cas
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert lines[0].startswith("eval.py: error: ")
+    assert lines[0].startswith("error: ")
     assert str(gt if blamed == "gt" else dets) in lines[0]
     assert message in lines[0]
     assert not (tmp_path / "out").exists()

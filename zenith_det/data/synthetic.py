@@ -47,6 +47,7 @@ from zenith_det.data.shapes import (
     stick_figure,
     triangle,
 )
+from zenith_det.errors import ConfigError
 
 FIGURE, ELLIPSE, RECTANGLE, TRIANGLE = 1, 2, 4, 5
 FIGURE_CATEGORY = {"id": FIGURE, "name": "figure", "supercategory": "figure"}
@@ -356,7 +357,7 @@ def _without_keypoints(ann: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_demo_paths(data_cfg: DataConfig) -> None:
-    """ValueError if data.demo is on but the configured paths are not the demo's layout."""
+    """ConfigError if data.demo is on but the configured paths are not the demo's layout."""
     expected = {
         "train_images": {DEMO_LAYOUT["train_images"]},
         "val_images": {DEMO_LAYOUT["val_images"]},
@@ -366,9 +367,11 @@ def _check_demo_paths(data_cfg: DataConfig) -> None:
     for name, allowed in expected.items():
         value = getattr(data_cfg, name)
         if value not in allowed:
-            raise ValueError(
+            raise ConfigError(
+                None,
+                f"data.{name}",
                 f"data.demo is true but data.{name}={value!r}; the demo dataset provides "
-                f"{sorted(allowed)} (see zenith_det.data.demo_data_fields)"
+                f"{sorted(allowed)} (set data.demo=false to use other files)",
             )
 
 

@@ -31,11 +31,14 @@ def evaluate_checkpoint(
     from zenith_det.evaluation.inference import evaluate_model
     from zenith_det.evaluation.report import format_table, write_report
     from zenith_det.models import build_model
+    from zenith_det.run_dir import check_writable_dir
 
+    out = Path(output_dir) if output_dir is not None else Path(cfg.output_dir) / "eval"
+    check_writable_dir(out, "eval output dir")  # before the evaluation, not after it
     info = init_distributed(cfg.train.device, cfg.train.dist_timeout_s)
     logger = setup_logging(info.rank)
     try:
-        model = build_model(cfg.model).to(info.device)
+        model = build_model(cfg.model, load_weights=False).to(info.device)
         load_model_weights(model, str(checkpoint_path))
         loader = build_val_loader(cfg, info.rank, info.world_size)
         evaluator = CocoEvaluator(
@@ -46,7 +49,6 @@ def evaluate_checkpoint(
         )
         result = evaluate_model(model, loader, evaluator, info.device, amp=cfg.train.amp)
         if info.is_main:
-            out = Path(output_dir) if output_dir is not None else Path(cfg.output_dir) / "eval"
             paths = write_report(result, out)
             if print_table:
                 print(format_table(result), end="")
