@@ -76,7 +76,7 @@ def _break_annotations(ann_file: Path) -> dict[str, int]:
     width = images[1]["width"]
     bad = [
         {**base, "bbox": [10, 10, 0, 5]},  # zero width
-        {**base, "bbox": [10, 10, 5, -3]},  # negative height
+        {**base, "bbox": [10, 10, 5, 0]},  # zero height
         {**base, "bbox": [width + 5, 10, 20, 20]},  # wholly right of the image
         {**base, "bbox": [-10, -10, 30, 30]},  # partly outside: clamped, kept
     ]

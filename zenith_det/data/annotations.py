@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from zenith_det.errors import DataError
-
-
+# zenith_det.data re-exports DataError from here.
+from zenith_det.errors import DataError  # noqa: F401
 
 
 @dataclass
@@ -87,28 +86,14 @@ def select_annotations(
     return selection
 
 
-def parse_keypoints(
-    ann: dict[str, Any], num_keypoints: int, image_id: int, ann_file: str
-) -> np.ndarray:
-    """An annotation's flat ``[x, y, v] * K`` list as a (K, 3) float32 array; DataError if not."""
-    flat = ann.get("keypoints")
-    if flat is None or len(flat) != 3 * num_keypoints:
-        found = "no 'keypoints' field" if flat is None else f"{len(flat)} values"
-        raise DataError(
-            f"{ann_file}: image id {image_id}, annotation id {ann.get('id')}: expected "
-            f"{3 * num_keypoints} keypoint values ({num_keypoints} keypoints x 3), found {found}"
-        )
-    return np.asarray(flat, dtype=np.float32).reshape(num_keypoints, 3)
+def parse_keypoints(ann: dict[str, Any], num_keypoints: int) -> np.ndarray:
+    """An annotation's flat ``[x, y, v] * K`` list as a (K, 3) float32 array (load_coco checked)."""
+    return np.asarray(ann["keypoints"], dtype=np.float32).reshape(num_keypoints, 3)
 
 
-def count_labelled_keypoints(
-    anns: Iterable[dict[str, Any]], num_keypoints: int, image_id: int, ann_file: str
-) -> int:
-    """Total keypoints with visibility > 0 over ``anns`` (validating each annotation's length)."""
-    total = 0
-    for ann in anns:
-        total += int((parse_keypoints(ann, num_keypoints, image_id, ann_file)[:, 2] > 0).sum())
-    return total
+def count_labelled_keypoints(anns: Iterable[dict[str, Any]], num_keypoints: int) -> int:
+    """Total keypoints with visibility > 0 over ``anns``."""
+    return sum(int((parse_keypoints(ann, num_keypoints)[:, 2] > 0).sum()) for ann in anns)
 
 
 def boxes_tensor(boxes: list[list[float]]) -> torch.Tensor:
@@ -116,20 +101,14 @@ def boxes_tensor(boxes: list[list[float]]) -> torch.Tensor:
     return torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
 
 
-def keypoints_tensor(
-    anns: list[dict[str, Any]], num_keypoints: int, image_id: int, ann_file: str
-) -> torch.Tensor:
+def keypoints_tensor(anns: list[dict[str, Any]], num_keypoints: int) -> torch.Tensor:
     """The (N, K, 3) float32 keypoints of ``anns``; (0, K, 3) when there are none."""
-    arrays = [parse_keypoints(a, num_keypoints, image_id, ann_file) for a in anns]
+    arrays = [parse_keypoints(a, num_keypoints) for a in anns]
     if not arrays:
         return torch.zeros((0, num_keypoints, 3), dtype=torch.float32)
     return torch.from_numpy(np.stack(arrays))
 
 
-def areas_tensor(anns: list[dict[str, Any]], boxes: list[list[float]]) -> torch.Tensor:
-    """Each annotation's COCO ``area`` (segment area), or its clamped box area when absent."""
-    areas = [
-        float(a["area"]) if "area" in a else (b[2] - b[0]) * (b[3] - b[1])
-        for a, b in zip(anns, boxes, strict=True)
-    ]
-    return torch.tensor(areas, dtype=torch.float32)
+def areas_tensor(anns: list[dict[str, Any]]) -> torch.Tensor:
+    """Each annotation's COCO ``area``: the segment's area (load_coco checked every record's)."""
+    return torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32)

@@ -6,7 +6,9 @@
 ``masks`` (N, H, W) uint8 for instance segmentation and ``keypoints`` (N, K, 3) float32 for the
 keypoint task, which uses only the categories that define keypoints (COCO's person).
 
-Which annotations become targets is decided in :mod:`zenith_det.data.annotations`. With
+:func:`load_coco` checks every record of the file first (:mod:`zenith_det.data.validate`), so a
+malformed record is one DataError at start-up, never a surprise mid-epoch. Which annotations
+become targets is decided in :mod:`zenith_det.data.annotations`. With
 ``filter_empty=True`` (training) images are dropped at start-up when they have no usable
 annotation, and for the keypoint task also when their usable annotations carry fewer than
 ``min_keypoints`` labelled keypoints (torchvision's reference asks for 10 of COCO's 17; the default
@@ -30,7 +32,6 @@ from pycocotools.coco import COCO
 from zenith_det.config import ModelConfig
 from zenith_det.data.annotations import (
     AnnotationStats,
-    DataError,
     Selection,
     areas_tensor,
     boxes_tensor,
@@ -39,24 +40,33 @@ from zenith_det.data.annotations import (
     select_annotations,
 )
 from zenith_det.data.transforms import Compose, ToTensor, sample_generator
+from zenith_det.data.validate import validate_coco
+from zenith_det.errors import DataError
 
 TASKS = ("detection", "instance_segmentation", "keypoints")
 # torchvision's reference keeps a keypoint training image with >= 10 labelled COCO keypoints.
 COCO_MIN_KEYPOINTS, COCO_NUM_KEYPOINTS = 10, 17
 
 
-def load_coco(ann_file: str | Path) -> COCO:
-    """Load a COCO annotation file without pycocotools' prints; DataError names a bad file."""
+def load_coco(ann_file: str | Path, task: str = "detection") -> COCO:
+    """Read a COCO annotation file, check every record for ``task`` (validate_coco), index it.
+
+    A missing, unreadable or malformed file is a DataError naming the file and the records.
+    """
     path = Path(ann_file)
     if not path.is_file():
         raise DataError(f"annotation file not found: {path}")
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError, AssertionError, KeyError, TypeError) as e:
-        raise DataError(
-            f"{path}: not a valid COCO annotation file ({type(e).__name__}: {e})"
-        ) from e
+        with path.open("rb") as file:
+            document = json.load(file)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable JSON file ({type(e).__name__}: {e})") from e
+    validate_coco(document, str(path), task)
+    coco = COCO()
+    coco.dataset = document
+    with contextlib.redirect_stdout(io.StringIO()):  # createIndex prints its progress
+        coco.createIndex()
+    return coco
 
 
 def keypoint_categories(coco: COCO) -> list[dict[str, Any]]:
@@ -94,10 +104,11 @@ def check_annotations_match_model(
         categories = keypoint_categories(coco)
     largest = max(categories, key=lambda cat: cat["id"])
     if model_cfg.num_classes <= largest["id"]:
+        index = coco.dataset["categories"].index(largest)
         raise DataError(
-            f"model.num_classes={model_cfg.num_classes} but {ann_file} has category id "
-            f"{largest['id']} ({largest.get('name')!r}); labels are raw category ids, so "
-            f"num_classes must be at least {largest['id'] + 1}"
+            f"model.num_classes={model_cfg.num_classes} but {ann_file}: categories[{index}] has "
+            f"category id {largest['id']} ({largest['name']!r}); labels are raw category ids, "
+            f"so num_classes must be at least {largest['id'] + 1}"
         )
 
 
@@ -136,7 +147,7 @@ class CocoDataset(torch.utils.data.Dataset):
         self.image_dir = Path(image_dir)
         self.ann_file = str(ann_file)
         self.task = task
-        self.coco = load_coco(ann_file)
+        self.coco = load_coco(ann_file, task)
         self.transforms = transforms if transforms is not None else Compose([ToTensor()])
         self.seed = seed
         self.epoch = 0
@@ -172,13 +183,8 @@ class CocoDataset(torch.utils.data.Dataset):
         return width, height
 
     def _image_info(self, image_id: int) -> tuple[str, int, int]:
-        info = self.coco.imgs[image_id]
-        try:
-            return str(info["file_name"]), int(info["width"]), int(info["height"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise DataError(
-                f"{self.ann_file}: image id {image_id} lacks a valid file_name/width/height ({e})"
-            ) from e
+        info = self.coco.imgs[image_id]  # load_coco checked these three fields
+        return info["file_name"], info["width"], info["height"]
 
     def _select(self, image_id: int) -> Selection:
         _, width, height = self._image_info(image_id)
@@ -200,11 +206,8 @@ class CocoDataset(torch.utils.data.Dataset):
         return kept, stats
 
     def _is_usable(self, image_id: int, selection: Selection) -> bool:
-        # Counting keypoints also validates their length, so a bad file fails at start-up.
         if self.task == "keypoints":
-            labelled = count_labelled_keypoints(
-                selection.anns, self.num_keypoints, image_id, self.ann_file
-            )
+            labelled = count_labelled_keypoints(selection.anns, self.num_keypoints)
             return bool(selection.anns) and labelled >= self.min_keypoints
         return bool(selection.anns)
 
@@ -227,30 +230,19 @@ class CocoDataset(torch.utils.data.Dataset):
             "boxes": boxes_tensor(selection.boxes),
             "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
             "image_id": int(image_id),
-            "area": areas_tensor(anns, selection.boxes),
+            "area": areas_tensor(anns),
             "iscrowd": torch.zeros(len(anns), dtype=torch.int64),
         }
         if self.task == "instance_segmentation":
-            target["masks"] = self._masks(anns, image_id, height, width)
+            target["masks"] = self._masks(anns, height, width)
         if self.task == "keypoints":
-            target["keypoints"] = keypoints_tensor(
-                anns, self.num_keypoints, image_id, self.ann_file
-            )
+            target["keypoints"] = keypoints_tensor(anns, self.num_keypoints)
         return target
 
-    def _masks(
-        self, anns: list[dict[str, Any]], image_id: int, height: int, width: int
-    ) -> torch.Tensor:
+    def _masks(self, anns: list[dict[str, Any]], height: int, width: int) -> torch.Tensor:
         """(N, H, W) uint8 masks from polygons, RLE or uncompressed RLE, decoded by pycocotools."""
-        masks = []
-        for ann in anns:
-            try:
-                masks.append(self.coco.annToMask(ann))
-            except Exception as e:  # pycocotools raises bare Exceptions for bad segmentations
-                raise DataError(
-                    f"{self.ann_file}: image id {image_id}, annotation id {ann.get('id')}: "
-                    f"cannot decode segmentation ({type(e).__name__}: {e})"
-                ) from e
+        # load_coco checked every segmentation, so pycocotools decodes them all.
+        masks = [self.coco.annToMask(ann) for ann in anns]
         if not masks:
             return torch.zeros((0, height, width), dtype=torch.uint8)
         return torch.from_numpy(np.stack(masks).astype(np.uint8))
