@@ -288,7 +288,3 @@ def _load_backbone_weights(body: nn.Module, backbone: str, path: Path) -> None:
         )
     body.load_state_dict(state)
 
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
