@@ -306,7 +306,8 @@ BAD_VALUES = [
         "optimizer",
         "name",
         "lamb",
-        "expected one of 'zenith', 'zenith_adamw', 'sgd', 'adamw', got \"lamb\"",
+        "expected one of 'zenith', 'zenith_adamw', 'sgd', 'adamw', 'dadapt_sgd', 'prodigy', "
+        "'schedulefree_sgd', got \"lamb\"",
     ),
     ("optimizer", "grad_norm_reduce", "max", "expected one of 'mean', 'sum_squares'"),
     ("schedule", "name", "step", "expected one of 'none', 'multistep', 'cosine'"),

@@ -31,9 +31,14 @@ ARCHS = (
     "keypointrcnn_resnet50_fpn",
 )
 BACKBONES = ("resnet50", "resnet34", "resnet18", "mobilenet_v3_large")
-OPTIMIZERS = ("zenith", "zenith_adamw", "sgd", "adamw")
+OPTIMIZERS = ("zenith", "zenith_adamw", "sgd", "adamw", "dadapt_sgd", "prodigy", "schedulefree_sgd")
 # Optimizers whose learning rate ZENITH's window rule sets each step: no decay schedule.
 ZENITH_OPTIMIZERS = ("zenith", "zenith_adamw")
+# The automatic-LR baselines of the `baselines` extra (solver.BASELINE_PACKAGES imports them).
+BASELINE_OPTIMIZERS = ("dadapt_sgd", "prodigy", "schedulefree_sgd")
+# Optimizers that take no decay schedule: ZENITH's, and schedule-free SGD (its own warm-up only).
+UNSCHEDULED_OPTIMIZERS = (*ZENITH_OPTIMIZERS, "schedulefree_sgd")
+WARMUP_HISTORY = ("include", "exclude")  # optimizer.warmup_history
 SCHEDULES = ("none", "multistep", "cosine")
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
 GRAD_NORM_REDUCE = ("mean", "sum_squares")
@@ -93,8 +98,13 @@ class OptimizerConfig:
     weight_decay: float = 1e-4
     norm_weight_decay: float | None = None  # None = same as weight_decay
     nesterov: bool = False
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw, zenith_adamw
-    window: int = 100  # ZENITH window W (iterations), zenith and zenith_adamw
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw, zenith_adamw, prodigy
+    # ZENITH window W, zenith and zenith_adamw: iterations, or "epoch" (the iterations of one
+    # epoch, after train.max_iters_per_epoch; solver.zenith_window resolves it).
+    window: int | str = 100
+    # "include": norms of the warm-up iterations enter the window and Z (the spec's default);
+    # "exclude": the window and Z start after schedule.warmup_iters (docs/zenith.md, decision 5).
+    warmup_history: str = "include"
     grad_norm_reduce: str = "mean"  # "mean" (DDP) | "sum_squares" (sharded)
 
 
@@ -313,22 +323,49 @@ def _check_optimizer(ck: _Checker) -> None:
     ck.require("optimizer.betas", len(opt.betas) == 2, "two numbers [beta1, beta2]")
     ck.between("optimizer.betas[0]", 0, 1, high_open=True)
     ck.between("optimizer.betas[1]", 0, 1, high_open=True)
-    ck.at_least("optimizer.window", 1)
+    if isinstance(opt.window, str):
+        ck.require("optimizer.window", opt.window == "epoch", "an integer >= 1 or 'epoch'")
+    else:
+        ck.at_least("optimizer.window", 1)
+    ck.one_of("optimizer.warmup_history", WARMUP_HISTORY)
     ck.one_of("optimizer.grad_norm_reduce", GRAD_NORM_REDUCE)
     if opt.name == "sgd" and opt.nesterov:
         ck.above("optimizer.momentum", 0)  # torch's SGD rejects Nesterov without momentum
+    _check_baseline_optimizer(ck)
+
+
+def _check_baseline_optimizer(ck: _Checker) -> None:
+    """What the baselines' packages cannot do, refused here instead of ignored there."""
+    opt = ck.cfg.optimizer
+    if opt.name in BASELINE_OPTIMIZERS and opt.nesterov:  # none of them has a Nesterov variant
+        ck.fail(
+            "optimizer.nesterov", f"false with optimizer.name '{opt.name}' (no Nesterov variant)"
+        )
+    if opt.name == "schedulefree_sgd":
+        ck.above("optimizer.momentum", 0)  # SGDScheduleFree's interpolation needs 0 < beta < 1
+    # DAdaptSGD applies the first group's weight decay to every group.
+    same_decay = opt.norm_weight_decay in (None, opt.weight_decay)
+    if opt.name == "dadapt_sgd" and not same_decay:
+        ck.fail(
+            "optimizer.norm_weight_decay",
+            "null or optimizer.weight_decay with optimizer.name 'dadapt_sgd' (DAdaptSGD applies "
+            "one weight decay to every parameter group)",
+        )
 
 
 def _check_schedule(ck: _Checker) -> None:
     ck.one_of("schedule.name", SCHEDULES)
     name = ck.cfg.optimizer.name
-    if name in ZENITH_OPTIMIZERS and ck.cfg.schedule.name != "none":
+    if name in UNSCHEDULED_OPTIMIZERS and ck.cfg.schedule.name != "none":
         set_at = ck.origins.origins.get("optimizer.name")
         at = f", set at {set_at}" if set_at else ""
+        why = "ZENITH sets its own learning rate each step"
+        if name not in ZENITH_OPTIMIZERS:
+            why = "schedule-free SGD averages its iterates instead of decaying the LR"
         ck.fail(
             "schedule.name",
-            f"'none' with optimizer.name '{name}'{at} (ZENITH sets its own learning rate each"
-            " step; multistep/cosine decay is for the sgd/adamw baselines)",
+            f"'none' with optimizer.name '{name}'{at} ({why}; multistep/cosine decay is for"
+            " the sgd, adamw, dadapt_sgd and prodigy baselines)",
         )
     milestones = ck.cfg.schedule.milestones
     for index in range(len(milestones)):

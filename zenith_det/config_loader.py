@@ -298,9 +298,25 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 def _optional_inner(tp: Any) -> Any | None:
     """`X` for `X | None`, else None."""
-    if typing.get_origin(tp) in (types.UnionType, typing.Union):
-        inner = [arg for arg in typing.get_args(tp) if arg is not type(None)]
-        return inner[0]
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union) and type(None) in args:
+        return next(arg for arg in args if arg is not type(None))
+    return None
+
+
+def _scalar_members(tp: Any) -> tuple[type, ...]:
+    """The members of a union of scalars without None, such as `int | str`; () otherwise."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (types.UnionType, typing.Union) and type(None) not in args:
+        return args
+    return ()
+
+
+def _member_of(members: tuple[type, ...], value: Any) -> type | None:
+    """The member of a scalar union that `value` is (an int fits float; a bool is no int)."""
+    for member in members:
+        if type(value) is member or (member is float and type(value) is int):
+            return member
     return None
 
 
@@ -309,6 +325,9 @@ def _describe(tp: Any) -> str:
     inner = _optional_inner(tp)
     if inner is not None:
         return f"{_describe(inner)} or null"
+    members = _scalar_members(tp)
+    if members:
+        return " or ".join(_SCALAR_NAMES[member] for member in members)
     if typing.get_origin(tp) is list:
         return f"a list of {_PLURAL_NAMES[typing.get_args(tp)[0]]}"
     return _SCALAR_NAMES[tp]
@@ -325,7 +344,8 @@ def _unknown_key(key: str, allowed: Sequence[str], where: str, path: str) -> Con
 def to_dataclass(cls: type, value: Any, origins: Origins, prefix: str = "") -> Any:
     """A mapping -> the dataclass `cls` (nested ones included); missing keys keep their defaults.
 
-    Fields may be dataclasses, bool/int/float/str, lists of those, or `X | None`.
+    Fields may be dataclasses, bool/int/float/str, lists of those, unions of those scalars
+    (`int | str`), or `X | None`.
     """
     if value is None:  # `train:` with every key commented out
         value = {}
@@ -356,6 +376,12 @@ def _convert(tp: Any, value: Any, path: str, origins: Origins) -> Any:
             origins.fail(path, _describe(tp), value)
         (item_tp,) = typing.get_args(base)
         return [_convert(item_tp, v, f"{path}[{i}]", origins) for i, v in enumerate(value)]
+    members = _scalar_members(base)
+    if members:  # `int | str`: the member whose YAML type the value has
+        member = _member_of(members, value)
+        if member is None:
+            origins.fail(path, _describe(tp), value)
+        base = member
     return _convert_scalar(base, value, path, origins, _describe(tp))
 
 

@@ -3,12 +3,14 @@
 The interface (`zenith_det.engine.Hook`, after detectron2's HookBase) is a few named moments;
 each hook here overrides one or two. None of them names an optimizer class: they rely on the
 interface ZENITH's optimizer and controller share (`last_step_finite`, `log_stats()`), on an
-LR controller's `step(grad_norm)`, or on a torch LR scheduler.
+LR controller's `step(grad_norm)`, on a torch LR scheduler, or on an optimizer's
+`train()`/`eval()` modes (schedule-free SGD).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 
@@ -28,6 +30,18 @@ class LogsStats(Protocol):
 
     def log_stats(self) -> dict[str, torch.Tensor]:
         """Names and values to log."""
+        ...
+
+
+class HasModes(Protocol):
+    """An optimizer whose parameters hold another point in eval mode (schedulefree's)."""
+
+    def train(self) -> None:
+        """Put the parameters at the point where gradients are taken; no-op if already there."""
+        ...
+
+    def eval(self) -> None:
+        """Put the parameters at the point meant for evaluation; no-op if already there."""
         ...
 
 
@@ -106,3 +120,58 @@ class ZenithLogging(Hook):
     def log_fields(self, loop: TrainLoop) -> dict[str, float]:
         """zenith_ratio, grad_norm, grad_norm_window_mean as Python floats."""
         return {name: float(value) for name, value in self.source.log_stats().items()}
+
+
+class TrainEvalModes(Hook):
+    """Evaluates and saves the weights an optimizer with modes means: its eval point.
+
+    Schedule-free SGD trains at y but means its average x: `eval()` swaps x into the parameters,
+    `train()` swaps y back (both from x and its state z, so the round trip rounds). Every rank
+    switches around every evaluation and checkpoint, so checkpoints hold x and the optimizer's
+    eval mode. The optimizer starts in eval mode and a resumed run in the saved one, so
+    `before_step` puts it in train mode: a resumed run redoes the `train()` the uninterrupted
+    run did after saving, on the same bits, and continues it exactly.
+    """
+
+    def __init__(self, optimizer: HasModes) -> None:
+        """`optimizer.train()` / `eval()` switch its parameters between the two points."""
+        self.optimizer = optimizer
+
+    def before_step(self, loop: TrainLoop) -> None:
+        """Train mode before any step (a no-op but at the first step of a run or resume)."""
+        self.optimizer.train()
+
+    def before_eval(self, loop: TrainLoop) -> None:
+        """Evaluate the eval point."""
+        self.optimizer.eval()
+
+    def after_eval(self, loop: TrainLoop) -> None:
+        """Back to the training point."""
+        self.optimizer.train()
+
+    def before_checkpoint(self, loop: TrainLoop) -> None:
+        """Save the eval point, with the optimizer in eval mode (its state says so)."""
+        self.optimizer.eval()
+
+    def after_checkpoint(self, loop: TrainLoop) -> None:
+        """Back to the training point."""
+        self.optimizer.train()
+
+
+class GroupValueLogging(Hook):
+    """One value computed from the optimizer's first param group, e.g. a baseline's step size."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        name: str,
+        value: Callable[[dict[str, Any]], float],
+    ) -> None:
+        """Log `value(optimizer.param_groups[0])` as `name` (plain numbers: no device read)."""
+        self.optimizer = optimizer
+        self.name = name
+        self.value = value
+
+    def log_fields(self, loop: TrainLoop) -> dict[str, float]:
+        """The value as a Python float."""
+        return {self.name: float(self.value(self.optimizer.param_groups[0]))}

@@ -287,4 +287,3 @@ def _load_backbone_weights(body: nn.Module, backbone: str, path: Path) -> None:
             f"{path}: backbone weights do not fit model.backbone {backbone}: {shown}{more}"
         )
     body.load_state_dict(state)
-

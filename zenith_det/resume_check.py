@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zenith_det.config import Config
+from zenith_det.config import ZENITH_OPTIMIZERS, Config
 from zenith_det.errors import CheckpointError
 
 # Keys whose saved value the resumed state is built on (shapes, optimizer state layout).
@@ -35,8 +35,12 @@ def resume_mismatches(
     ]
     pairs.append(("optimizer.name", saved.optimizer.name, cfg.optimizer.name))
     same_optimizer = saved.optimizer.name == cfg.optimizer.name
-    if same_optimizer and "zenith" in state["optimizer"]:  # the saved window has this length
-        pairs.append(("optimizer.window", saved.optimizer.window, cfg.optimizer.window))
+    if same_optimizer and cfg.optimizer.name in ZENITH_OPTIMIZERS:
+        # The saved window has this length and its history started at this step.
+        for key in ("window", "warmup_history"):
+            pairs.append(
+                (f"optimizer.{key}", getattr(saved.optimizer, key), getattr(cfg.optimizer, key))
+            )
     if group_sizes is not None:
         saved_sizes = [len(group["params"]) for group in state["optimizer"]["param_groups"]]
         key = "trained parameters per optimizer group (model.weights, backbone_weights and "

@@ -142,8 +142,9 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
     model = build_model(cfg.model).to(info.device)  # same seed on every rank: same init
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
-    optimizer = build_optimizer(cfg, model, info.world_size)
-    scheduler = build_scheduler(cfg, optimizer, iters_per_epoch(cfg, train_loader))
+    epoch_iters = iters_per_epoch(cfg, train_loader)
+    optimizer = build_optimizer(cfg, model, info.world_size, epoch_iters)
+    scheduler = build_scheduler(cfg, optimizer, epoch_iters)
     scaler = torch.amp.GradScaler(
         info.device.type, enabled=cfg.train.amp and info.device.type == "cuda"
     )

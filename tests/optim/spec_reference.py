@@ -12,11 +12,14 @@ def spec_lrs(
     base_lrs: list[float],
     warmup_iters: int = 0,
     warmup_factor: float = 0.001,
+    warmup_history: str = "include",
 ) -> list[list[float]]:
     """Per step, each group's LR: eta_0 * mu_t / Z_t (1 until Q is full) * linear warm-up.
 
     A non-finite norm skips the step (docs/zenith.md, decision 7): nothing changes and the LRs of
-    the previous applied step are repeated (the base LRs before any step).
+    the previous applied step are repeated (the base LRs before any step). With
+    ``warmup_history="exclude"`` (decision 5) the norms of the first ``warmup_iters`` applied steps
+    are not recorded: Q and Z start after warm-up, and the ratio is 1 until then.
     """
     queue: deque[float] = deque(maxlen=window)
     zenith = 0.0
@@ -25,9 +28,11 @@ def spec_lrs(
     history = []
     for norm in norms:
         if math.isfinite(norm):
-            queue.append(norm)
+            recorded = warmup_history == "include" or applied >= warmup_iters
+            if recorded:
+                queue.append(norm)
             ratio = 1.0
-            if len(queue) == window:
+            if recorded and len(queue) == window:
                 mean = math.fsum(queue) / window
                 zenith = max(zenith, mean)
                 ratio = mean / zenith

@@ -2,7 +2,9 @@
 
 At step t the recorded norm G_t joins the FIFO window Q (the last W norms). Once Q holds W values,
 mu_t = mean(Q), Z_t = max(Z_{t-1}, mu_t) and the LR ratio is r_t = mu_t / Z_t; before that r_t = 1
-(docs/zenith.md, decision 4). The optional linear warm-up multiplies r_t (decision 5).
+(docs/zenith.md, decision 4). The optional linear warm-up multiplies r_t (decision 5); with
+``warmup_history="exclude"`` the norms of the warm-up steps do not enter Q or Z, and r_t = 1 until
+the window has filled after warm-up.
 
 Every piece of state is a tensor on the parameters' device and every update is branch-free
 (``torch.where``), so the rule never reads a device value on the host (decision 10). A skipped step
@@ -64,6 +66,17 @@ def check_rule_args(window: int, warmup_iters: int, warmup_factor: float) -> Non
         raise ValueError(f"Invalid warmup_factor: {warmup_factor!r} (need 0 < warmup_factor <= 1)")
 
 
+WARMUP_HISTORY = ("include", "exclude")
+
+
+def check_warmup_history(warmup_history: str) -> None:
+    """Raise ValueError unless ``warmup_history`` is "include" or "exclude"."""
+    if warmup_history not in WARMUP_HISTORY:
+        raise ValueError(
+            f"Invalid warmup_history: {warmup_history!r} (need 'include' or 'exclude')"
+        )
+
+
 def _state_dtype(device: torch.device) -> torch.dtype:
     """Float64 for the window where the device has it, so mu and Z add no rounding of their own."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -73,16 +86,29 @@ class NormWindow:
     """Window Q of the last W norms (a ring buffer), its zenith Z, the warm-up and step counters."""
 
     def __init__(
-        self, window: int, warmup_iters: int, warmup_factor: float, device: torch.device
+        self,
+        window: int,
+        warmup_iters: int,
+        warmup_factor: float,
+        device: torch.device,
+        warmup_history: str = "include",
     ) -> None:
-        """Create an empty window of size ``window`` on ``device``."""
+        """Create an empty window of size ``window`` on ``device``.
+
+        ``warmup_history``: "include" (the norms of warm-up steps enter Q and Z) or "exclude"
+        (Q and Z start at the first step after warm-up; the ratio is 1 until then).
+        """
         check_rule_args(window, warmup_iters, warmup_factor)
+        check_warmup_history(warmup_history)
         self.window = window
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
+        self.warmup_history = warmup_history
+        # Applied steps before the first one whose norm enters Q (docs/zenith.md, decision 5).
+        self.history_start = warmup_iters if warmup_history == "exclude" else 0
         dtype = _state_dtype(device)
-        # Slot k holds the norm pushed at step s with s % W == k; the oldest entry of a full window
-        # is therefore at index steps % W.
+        # Slot k holds the norm pushed at step s with (s - history_start) % W == k; the oldest
+        # entry of a full window is therefore at index (steps - history_start) % W.
         self.ring = torch.zeros(window, dtype=dtype, device=device)
         self.zenith = torch.zeros((), dtype=dtype, device=device)
         self.steps = torch.zeros((), dtype=torch.int64, device=device)
@@ -99,10 +125,13 @@ class NormWindow:
         """
         norm = norm.detach().to(self.ring.dtype)
         self.last_norm = norm
-        slot = torch.remainder(self.steps, self.window).reshape(1)
+        # Position in the history: negative during an excluded warm-up (nothing is recorded).
+        position = self.steps - self.history_start
+        recorded = finite & (position >= 0)
+        slot = torch.remainder(position, self.window).reshape(1)
         kept = self.ring.index_select(0, slot)
-        self.ring.index_copy_(0, slot, torch.where(finite, norm, kept))
-        window_full = finite & (self.steps + 1 >= self.window)
+        self.ring.index_copy_(0, slot, torch.where(recorded, norm, kept))
+        window_full = recorded & (position + 1 >= self.window)
         mean = self.ring.mean()
         self.zenith = torch.where(window_full, torch.maximum(self.zenith, mean), self.zenith)
         # Z == 0 only when every recorded norm is 0; the update is then zero anyway, so r = 1.
@@ -120,7 +149,8 @@ class NormWindow:
     def window_mean(self) -> Tensor:
         """Mean of the norms in the window as a device tensor (nan before any step)."""
         # Unfilled slots hold 0, so the sum over the whole ring is the sum of the recorded norms.
-        filled = torch.clamp(self.steps, max=self.window).to(self.ring.dtype)
+        recorded = self.steps - self.history_start
+        filled = torch.clamp(recorded, min=0, max=self.window).to(self.ring.dtype)
         return self.ring.sum() / filled
 
     def log_stats(self) -> dict[str, Tensor]:
@@ -134,10 +164,13 @@ class NormWindow:
     def state_dict(self) -> dict[str, Any]:
         """Return Q (oldest first), Z, the counters and the last ratio as plain tensors and ints."""
         steps = int(self.steps)
-        oldest = steps % self.window if steps >= self.window else 0
-        queue = torch.roll(self.ring, -oldest)[: min(steps, self.window)]
+        recorded = max(steps - self.history_start, 0)
+        oldest = recorded % self.window if recorded >= self.window else 0
+        queue = torch.roll(self.ring, -oldest)[: min(recorded, self.window)]
         return {
             "window_size": self.window,
+            # 0 ("include"), or warmup_iters ("exclude"): the ring's layout depends on it.
+            "history_start": self.history_start,
             "window": queue.clone(),
             "zenith": self.zenith.clone(),
             "step_count": steps,
@@ -148,21 +181,33 @@ class NormWindow:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore exactly what :meth:`state_dict` returned, rebuilding the ring's slot layout."""
+        """Restore exactly what :meth:`state_dict` returned, rebuilding the ring's slot layout.
+
+        A state without "history_start" (saved before warmup_history existed) is "include".
+        """
         if int(state["window_size"]) != self.window:
             raise ValueError(
                 f"checkpoint window size {state['window_size']} != optimizer window {self.window}"
             )
-        steps = int(state["step_count"])
-        queue = torch.as_tensor(state["window"])
-        if queue.numel() != min(steps, self.window):
+        start = int(state.get("history_start", 0))
+        if start != self.history_start:
             raise ValueError(
-                f"checkpoint window holds {queue.numel()} norms, expected {min(steps, self.window)}"
+                f"checkpoint history_start {start} != this optimizer's {self.history_start} "
+                f"(warmup_history {self.warmup_history!r}, warmup_iters {self.warmup_iters}): "
+                "norms recorded from another step on"
+            )
+        steps = int(state["step_count"])
+        recorded = max(steps - self.history_start, 0)
+        queue = torch.as_tensor(state["window"])
+        if queue.numel() != min(recorded, self.window):
+            raise ValueError(
+                f"checkpoint window holds {queue.numel()} norms, "
+                f"expected {min(recorded, self.window)}"
             )
         ring = torch.zeros_like(self.ring)
         ring[: queue.numel()] = queue.to(ring)
         # Restore each norm to the slot it had, so mean(Q) sums in the same order after a resume.
-        oldest = steps % self.window if steps >= self.window else 0
+        oldest = recorded % self.window if recorded >= self.window else 0
         self.ring = torch.roll(ring, oldest)
         self.steps = torch.tensor(steps, dtype=torch.int64, device=ring.device)
         self.skipped = torch.tensor(int(state["skipped_steps"]), device=ring.device)

@@ -46,6 +46,9 @@ class Zenith(RuleReadouts, Optimizer):
       So step 0 uses ``warmup_factor`` and step ``warmup_iters`` is the first at full LR, as
       torchvision's detection reference (``LinearLR`` stepped once per iteration). Skipped steps
       do not advance it.
+    * ``warmup_history="include"`` (the default) records the warm-up steps' norms in the window
+      and Z like any other; ``"exclude"`` starts Q and Z at step ``warmup_iters``, so the large
+      norms of the first iterations cannot fix Z (the ratio is 1 until the window has filled).
     * ``param_groups[i]["lr"] = initial_lr * (r_t * warmup_t)``. Zenith writes it at every step
       from ``initial_lr``, so do not attach an LR scheduler; use ``warmup_iters`` instead.
     * A ``step()`` where no parameter has a gradient does nothing (as SGD), records nothing.
@@ -79,6 +82,7 @@ class Zenith(RuleReadouts, Optimizer):
         grad_norm_reduce: str = "mean",
         foreach: bool | None = None,
         fused: bool | None = None,
+        warmup_history: str = "include",
     ) -> None:
         """Validate the arguments; the window and counters live on the first parameter's device."""
         check_reduction(grad_norm_reduce)
@@ -99,7 +103,7 @@ class Zenith(RuleReadouts, Optimizer):
         self._grad_norm_reduce = grad_norm_reduce
         self._fused = fused
         device = self.param_groups[0]["params"][0].device
-        self._rule = NormWindow(window, warmup_iters, warmup_factor, device)
+        self._rule = NormWindow(window, warmup_iters, warmup_factor, device, warmup_history)
         self.last_step_finite = torch.ones((), dtype=torch.bool, device=device)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

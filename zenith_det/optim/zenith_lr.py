@@ -54,6 +54,7 @@ class ZenithLR(RuleReadouts):
         warmup_factor: float = 0.001,
         process_group: dist.ProcessGroup | None = None,
         grad_norm_reduce: str = "mean",
+        warmup_history: str = "include",
     ) -> None:
         """Wrap ``optimizer``; the window lives on its first parameter's device."""
         if not isinstance(optimizer, Optimizer):
@@ -63,7 +64,7 @@ class ZenithLR(RuleReadouts):
         self._process_group = process_group
         self._grad_norm_reduce = grad_norm_reduce
         device = optimizer.param_groups[0]["params"][0].device
-        self._rule = NormWindow(window, warmup_iters, warmup_factor, device)
+        self._rule = NormWindow(window, warmup_iters, warmup_factor, device, warmup_history)
         self.last_step_finite = torch.ones((), dtype=torch.bool, device=device)
         self._remember_initial_lrs()
 
