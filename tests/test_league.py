@@ -1,0 +1,213 @@
+"""benchmarks/league.py: aggregation, resumability, rendering, and one tiny real league."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.training_setup import make_tiny_dataset, tiny_config, write_config
+from zenith_det.errors import ConfigError, SetupError
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("league", ROOT / "benchmarks" / "league.py")
+league = importlib.util.module_from_spec(_spec)
+sys.modules["league"] = league  # dataclasses look their module up while the class is built
+_spec.loader.exec_module(league)
+
+
+def _cell(dataset: str, variant: str, seed: int, aps: list[float], status: str = "ok") -> dict:
+    """A results.json record with evaluations every 10 iterations."""
+    curve = [[i + 1, 10 * (i + 1), ap] for i, ap in enumerate(aps)]
+    return {
+        "dataset": dataset,
+        "variant": variant,
+        "seed": seed,
+        "config": "c.yaml",
+        "overrides": [],
+        "nproc": 2,
+        "run_dir": "r",
+        "status": status,
+        "seconds": 100.0 + seed,
+        "curve": curve,
+    }
+
+
+def _league_cells() -> dict:
+    cells = [
+        _cell("demo", "multistep", 0, [0.1, 0.2, 0.30]),
+        _cell("demo", "multistep", 1, [0.1, 0.2, 0.32]),
+        _cell("demo", "multistep", 2, [0.1, 0.2, 0.28]),  # mean 0.30 -> target 0.285
+        _cell("demo", "zenith", 0, [0.1, 0.29, 0.25]),  # reaches at 20
+        _cell("demo", "zenith", 1, [0.1, 0.2, 0.30]),  # reaches at 30
+        _cell("demo", "zenith", 2, [0.1, 0.2, 0.21]),  # never
+        _cell("demo", "constant", 0, [0.05, 0.1, 0.2]),
+        _cell("demo", "prodigy", 0, [0.1], status="diverged"),
+    ]
+    return {f"{c['dataset']}/{c['variant']}_s{c['seed']}": c for c in cells}
+
+
+def test_mean_std_and_iterations_to_target():
+    mean, std = league.mean_std([0.2, 0.3, 0.4])
+    assert mean == pytest.approx(0.3) and std == pytest.approx(0.1)
+    assert league.mean_std([0.5]) == (0.5, 0.0)
+    curve = [[1, 10, 0.1], [2, 20, 0.3], [3, 30, 0.25]]
+    assert league.iterations_to(curve, 0.28) == 20
+    assert league.iterations_to(curve, 0.3) == 20  # reaching the target exactly counts
+    assert league.iterations_to(curve, 0.31) is None
+
+
+def test_summarize_aggregates_seeds_and_target():
+    summary = league.summarize(_league_cells(), ["demo"], ["zenith", "multistep", "constant"])
+    part = summary["demo"]
+    assert part["target"] == pytest.approx(0.95 * 0.30)
+    zen = part["rows"]["zenith"]
+    assert zen["seeds"] == 3 and zen["diverged"] == 0
+    assert zen["final_AP"][0] == pytest.approx((0.25 + 0.30 + 0.21) / 3)
+    assert zen["best_AP"][0] == pytest.approx((0.29 + 0.30 + 0.21) / 3)
+    assert zen["to_target"] == [20, 30]
+    assert zen["curve_steps"] == [10, 20, 30]
+    assert zen["curve_min"][1] == pytest.approx(0.2) and zen["curve_max"][1] == 0.29
+    assert part["rows"]["multistep"]["to_target"] == [30, 30]  # 0.28 < 0.285: seed 2 misses
+    assert part["rows"]["constant"]["to_target"] == []
+    assert "prodigy" not in part["rows"]  # not asked for
+
+
+def test_summarize_without_baseline_and_with_divergence():
+    cells = _league_cells()
+    no_base = {k: c for k, c in cells.items() if c["variant"] != "multistep"}
+    part = league.summarize(no_base, ["demo"], ["zenith", "prodigy"])["demo"]
+    assert part["target"] is None
+    assert "to_target" not in part["rows"]["zenith"]
+    assert part["rows"]["prodigy"] == {"seeds": 0, "diverged": 1}
+
+
+def test_render_markdown():
+    summary = league.summarize(
+        _league_cells(), ["demo"], ["zenith", "multistep", "constant", "prodigy"]
+    )
+    text = league.render_markdown(summary)
+    assert "## demo (95% target AP 0.2850)" in text
+    assert "| zenith | 3 | 0.2533 ± 0.0451 | 0.2667 ± 0.0493 | 0.100 0.230 0.253 |" in text
+    assert "| 25 ± 7 (2/3) |" in text  # only 2 of the 3 seeds reach the target
+    assert "| constant | 1 |" in text and "| not reached |" in text
+    assert "| prodigy | 0 (+1 diverged) | diverged |" in text
+    no_base = {k: c for k, c in _league_cells().items() if c["variant"] == "zenith"}
+    assert "n/a (no multistep run)" in league.render_markdown(
+        league.summarize(no_base, ["demo"], ["zenith"])
+    )
+
+
+def test_plot_league_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    summary = league.summarize(_league_cells(), ["demo"], ["zenith", "multistep", "prodigy"])
+    out = league.plot_league(summary, tmp_path / "league.png")
+    assert out is not None and out.read_bytes().startswith(b"\x89PNG")
+
+
+def test_plot_league_without_matplotlib_names_the_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # how Python marks a module absent
+    summary = league.summarize(_league_cells(), ["demo"], ["zenith"])
+    assert league.plot_league(summary, tmp_path / "league.png") is None
+    assert not (tmp_path / "league.png").exists()
+    assert "pip install -e '.[plot]'" in capsys.readouterr().out
+
+
+def _args(*extra: str):
+    return league.get_args_parser().parse_args(["--out", "runs/x", *extra])
+
+
+def test_cell_spec_variants_on_the_demo_configs():
+    args = _args("--epochs", "4")
+    spec = league.cell_spec(args, league.Cell("demo", "multistep", 1))
+    assert spec["config"] == "configs/league/demo/faster_rcnn_r18_multistep.yaml"
+    assert spec["run_dir"] == "runs/x/demo/multistep_s1"
+    # 6 and 7 of 8 epochs -> 3 and 4 of 4; the seed and an evaluation after every epoch.
+    assert spec["overrides"] == [
+        "schedule.milestones=[3, 4]",
+        "train.epochs=4",
+        "train.seed=1",
+        "train.eval_period=1",
+    ]
+    free = league.cell_spec(args, league.Cell("demo", "schedulefree_sgd", 0))["overrides"]
+    assert "optimizer.lr=0.2" in free and not any("milestones" in o for o in free)
+    lr4 = league.cell_spec(args, league.Cell("demo", "zenith_lr4", 0))
+    assert lr4["config"].endswith("faster_rcnn_r18_zenith.yaml")
+    assert "optimizer.lr=0.08" in lr4["overrides"]
+    assert league.scaled_milestones([6, 7], 8, 1) == [1]  # merged, still strictly increasing
+
+
+def test_cell_spec_unknown_dataset_is_one_config_error():
+    with pytest.raises(ConfigError, match="nope/faster_rcnn_r18_zenith.yaml"):
+        league.cell_spec(_args(), league.Cell("nope", "zenith", 0))
+
+
+def test_pending_cells_skips_finished_and_refuses_changed_ones():
+    args = _args("--epochs", "2")
+    cells = league.league_cells(["demo"], ["zenith", "constant"], [0, 1])
+    specs = {c.key: league.cell_spec(args, c) for c in cells}
+    done = {key: {**specs[key], "status": "ok"} for key in ("demo/zenith_s0", "demo/constant_s1")}
+    todo = league.pending_cells(cells, specs, done)
+    assert [c.key for c in todo] == ["demo/constant_s0", "demo/zenith_s1"]
+    assert league.pending_cells(cells, specs, {k: {**s} for k, s in specs.items()}) == []
+    done["demo/zenith_s0"]["overrides"] = ["train.epochs=8"]
+    with pytest.raises(SetupError, match="demo/zenith_s0 was run with"):
+        league.pending_cells(cells, specs, done)
+    done["demo/zenith_s0"] = {**specs["demo/zenith_s0"], "nproc": 1}  # another batch size
+    with pytest.raises(SetupError, match="'nproc': 1}, now asked with"):
+        league.pending_cells(cells, specs, done)
+
+
+def test_results_round_trip_and_bad_file(tmp_path):
+    path = tmp_path / "results.json"
+    assert league.load_results(path) == {}
+    cells = _league_cells()
+    league.save_results(path, cells)
+    assert league.load_results(path) == cells
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left
+    path.write_text("{")
+    with pytest.raises(SetupError, match="results.json: not valid JSON"):
+        league.load_results(path)
+
+
+def test_train_command_overwrites_only_an_unfinished_run(tmp_path):
+    spec = {"config": "c.yaml", "overrides": ["train.seed=0"], "nproc": 2, "run_dir": "r"}
+    spec["run_dir"] = str(tmp_path / "r")
+    cmd = league.train_command(spec)
+    assert "--nproc_per_node=2" in cmd and cmd[-2:] == ["--set", "train.seed=0"]
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "metrics.jsonl").write_text("")
+    assert league.train_command(spec)[-1] == "--overwrite"
+
+
+@pytest.mark.slow
+def test_tiny_league_end_to_end_then_nothing_to_run(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data")
+    configs = tmp_path / "configs" / "tiny"
+    configs.mkdir(parents=True)
+    write_config(tiny_config(data, tmp_path / "unused"), configs / "faster_rcnn_r18_zenith.yaml")
+    out = tmp_path / "out"
+    interrupted = out / "tiny" / "zenith_s0"  # a cell stopped before results.json got it
+    interrupted.mkdir(parents=True)
+    (interrupted / "metrics.jsonl").write_text('{"type": "eval", "step": 99}\n')
+    cmd = [sys.executable, "benchmarks/league.py", "--configs", str(tmp_path / "configs")]
+    cmd += ["--datasets", "tiny", "--variants", "zenith", "--seeds", "0", "--epochs", "1"]
+    cmd += ["--nproc", "1", "--out", str(out), "--set", "train.max_iters_per_epoch=2"]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    results = json.loads((out / "results.json").read_text())["cells"]
+    cell = results["tiny/zenith_s0"]
+    assert cell["status"] == "ok" and len(cell["curve"]) == 1 and cell["curve"][0][1] == 2
+    table = (out / "league.md").read_text()
+    assert "| zenith | 1 |" in table and "n/a (no multistep run)" in table
+    assert "Reproduce: python benchmarks/league.py --datasets tiny" in first.stdout
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 of 1 cells done, 0 to run" in second.stdout
+    assert json.loads((out / "results.json").read_text())["cells"] == results
+    # The interrupted run was moved aside once (first invocation) and nothing ran again.
+    assert len(list(tmp_path.glob("out/tiny/zenith_s0.old-*"))) == 1
