@@ -39,6 +39,7 @@ BASELINE_OPTIMIZERS = ("dadapt_sgd", "prodigy", "schedulefree_sgd")
 # Optimizers that take no decay schedule: ZENITH's, and schedule-free SGD (its own warm-up only).
 UNSCHEDULED_OPTIMIZERS = (*ZENITH_OPTIMIZERS, "schedulefree_sgd")
 WARMUP_HISTORY = ("include", "exclude")  # optimizer.warmup_history
+DATA_SOURCES = ("deepforest_trees",)  # data.source
 SCHEDULES = ("none", "multistep", "cosine")
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
 GRAD_NORM_REDUCE = ("mean", "sum_squares")
@@ -84,6 +85,9 @@ class DataConfig:
     kpt_oks_sigmas: list[float] | None = None
     # Generate the embedded demo dataset into `root` if its annotation files are missing.
     demo: bool = False
+    # Fetch and convert a packaged dataset into `root` if its files are missing: null, or
+    # "deepforest_trees" (real aerial photographs with tree-crown boxes; zenith_det/data).
+    source: str | None = None
 
 
 @dataclass
@@ -309,6 +313,7 @@ def _check_data(ck: _Checker) -> None:
     ck.at_least("data.workers", 0)
     ck.at_least("data.aspect_ratio_group_factor", -1)  # -1 disables grouping
     ck.between("data.hflip_prob", 0, 1)
+    ck.one_of("data.source", DATA_SOURCES, optional=True)
     _check_keypoints(ck)
 
 
@@ -469,10 +474,11 @@ def config_diff(old: Config, new: Config) -> list[str]:
 def check_data_paths(cfg: Config, need_train: bool = True) -> None:
     """Raise ConfigError naming the key and resolved path of a missing input file or directory.
 
-    Checks the data split(s) (skipped when `data.demo` is true: the demo generates its data into
-    `data.root`) and the local weight files; a torchvision weights name is fetched, not checked.
+    Checks the data split(s) (skipped when `data.demo` is true or `data.source` is set: those
+    generate or fetch their data into `data.root`) and the local weight files; a torchvision
+    weights name is fetched, not checked.
     """
-    if not cfg.data.demo:
+    if not (cfg.data.demo or cfg.data.source):
         _check_data_files(cfg.data, need_train)
     _check_weight_files(cfg.model)
 

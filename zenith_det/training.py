@@ -43,6 +43,7 @@ from zenith_det.data import (
     build_val_loader,
     ensure_demo_dataset,
 )
+from zenith_det.data.deepforest_trees import ensure_deepforest_trees_dataset
 from zenith_det.engine import Hook, TrainLoop, iters_per_epoch, train_one_epoch
 from zenith_det.errors import PeerFailureError, SetupError, error_line
 from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
@@ -208,7 +209,9 @@ def _log_data_summary(dataset) -> None:
 def _prepare_data(cfg: Config, info: dist_utils.DistInfo) -> None:
     if cfg.data.demo and info.is_main:
         ensure_demo_dataset(cfg.data)
-    dist_utils.barrier()  # the other ranks read the demo files only once rank 0 wrote them
+    if cfg.data.source == "deepforest_trees" and info.is_main:
+        ensure_deepforest_trees_dataset(Path(cfg.data.root))
+    dist_utils.barrier()  # the other ranks read the data files only once rank 0 wrote them
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
