@@ -316,11 +316,16 @@ def _unscaled_grad_norm(loop: TrainLoop) -> torch.Tensor | None:
     if max_norm is None and not loop.scaler.is_enabled():
         return None
     loop.scaler.unscale_(loop.optimizer)
-    params = [p for g in loop.optimizer.param_groups for p in g["params"] if p.grad is not None]
+    params = params_with_grad(loop.optimizer)
     if max_norm is None:
         return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
     # The pre-clipping norm is what ZENITH records (docs/zenith.md): computed once, here.
     return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+
+
+def params_with_grad(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters that have a gradient this step, in param-group order."""
+    return [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
 
 
 def _reduce_losses(

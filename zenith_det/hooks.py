@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import torch
 
-from zenith_det.engine import Hook, StepState, TrainLoop
+from zenith_det.engine import Hook, StepState, TrainLoop, params_with_grad
 
 
 class LrController(Protocol):
@@ -104,8 +104,7 @@ class GuardNonFinite(Hook):
             return
         norm = step.grad_norm
         if norm is None:
-            params = [p for g in loop.optimizer.param_groups for p in g["params"]]
-            grads = [p.grad for p in params if p.grad is not None]
+            grads = [p.grad for p in params_with_grad(loop.optimizer)]
             norm = torch.nn.utils.get_total_norm(grads, foreach=True)
         step.finite = torch.isfinite(norm)
 
