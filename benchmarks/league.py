@@ -18,8 +18,16 @@ itself on non-finite losses (exit code 3) is a result too: it is recorded as div
 Written: `<out>/results.json`, `<out>/league.md` (per dataset: mean ± sample standard
 deviation over seeds of the final and best AP and of the wall time, the mean AP after each
 evaluation, and the iterations to reach 95% of the multistep baseline's mean final AP) and
-`<out>/league.png` (AP against iteration, mean over seeds with the min-max band; needs the
-`plot` extra). The Markdown and the command that reproduces it are printed at the end.
+`<out>/league.png` (top: AP against iteration, mean over seeds with the min-max band; bottom:
+the step size each variant applied, mean over seeds; needs the `plot` extra). The Markdown and
+the command that reproduces it are printed at the end. `--report-only` trains nothing: it writes
+the table and plot of the requested cells that results.json already holds (e.g. main rows with 3
+seeds next to ablations with 1).
+
+The step size is what the optimizer applied, read from the run's metrics.jsonl at every log
+period: `effective_lr` where the optimizer logs one (D-Adaptation's and Prodigy's d times lr,
+schedule-free's warmed-up lr), otherwise `lr` (SGD with its schedule, ZENITH's eta_t). Prodigy's
+is an Adam step, so its scale is not comparable with the SGD-style ones.
 """
 
 from __future__ import annotations
@@ -160,6 +168,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="faster_rcnn_r18", help="config name prefix")
     parser.add_argument("--configs", default="configs/league", help="folder of the dataset folders")
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: table and plot of the requested cells results.json holds",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -293,6 +306,22 @@ def ap_curve(run_dir: Path) -> list[list[float]]:
     return [[r["epoch"] + 1, r["step"], r["primary_AP"]] for r in evals]
 
 
+def lr_curve(run_dir: Path) -> list[list[float]]:
+    """[iterations so far, step size applied] at every logged training iteration of a run."""
+    path = run_dir / "metrics.jsonl"
+    records = read_metrics(path) if path.is_file() else []
+    train = [r for r in records if r.get("type") == "train"]
+    return [[r["step"], r.get("effective_lr", r["lr"])] for r in train]
+
+
+def with_lr_curves(cells: dict) -> dict:
+    """Cells recorded before results.json kept step sizes get them from their run directory."""
+    for cell in cells.values():
+        if "lr_curve" not in cell and (at_root(cell["run_dir"]) / "metrics.jsonl").is_file():
+            cell["lr_curve"] = lr_curve(at_root(cell["run_dir"]))
+    return cells
+
+
 def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
     """Train one cell under torchrun; its result record (AP curve, wall seconds, status)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -309,8 +338,16 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
         )
     status = "ok" if proc.returncode == 0 else "diverged"
     curve = ap_curve(at_root(spec["run_dir"]))
+    lrs = lr_curve(at_root(spec["run_dir"]))
     cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}
-    return {**cell_id, **spec, "status": status, "seconds": seconds, "curve": curve}
+    return {
+        **cell_id,
+        **spec,
+        "status": status,
+        "seconds": seconds,
+        "curve": curve,
+        "lr_curve": lrs,
+    }
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -352,7 +389,27 @@ def summarize_variant(cells: list[dict], target: float | None) -> dict:
     if target is not None:
         reached = [iterations_to(c["curve"], target) for c in ok]
         row["to_target"] = [r for r in reached if r is not None]
+    if all(c.get("lr_curve") for c in ok):
+        row.update(summarize_lr(ok, row["curve_steps"]))
     return row
+
+
+def summarize_lr(cells: list[dict], eval_steps: list[int]) -> dict:
+    """Step size over the seeds: mean per logged iteration, and at each evaluation's iteration."""
+    length = min(len(c["lr_curve"]) for c in cells)
+    steps = [p[0] for p in cells[0]["lr_curve"][:length]]
+    mean = [statistics.mean(c["lr_curve"][i][1] for c in cells) for i in range(length)]
+    return {
+        "lr_steps": steps,
+        "lr_mean": mean,
+        "lr_at_eval": [_last_at(steps, mean, e) for e in eval_steps],
+    }
+
+
+def _last_at(steps: list[int], values: list[float], step: int) -> float | None:
+    # The last value logged at or before `step`: the step size the evaluated weights last saw.
+    before = [v for s, v in zip(steps, values, strict=True) if s <= step]
+    return before[-1] if before else None
 
 
 def summarize(cells: dict, datasets: list[str], variants: list[str]) -> dict:
@@ -397,6 +454,19 @@ def markdown_row(variant: str, row: dict, target: float | None) -> str:
     )
 
 
+def lr_table(rows: dict) -> list[str]:
+    """Lines of the step-size table: mean over seeds at each evaluation ([] when none logged)."""
+    logged = {v: row["lr_at_eval"] for v, row in rows.items() if row.get("lr_at_eval")}
+    if not logged:
+        return []
+    lines = ["", "Step size applied at each evaluation (mean over seeds):", ""]
+    lines += ["| variant | step size per evaluation |", "|---|---|"]
+    for variant, values in logged.items():
+        text = " ".join("–" if v is None else f"{v:.2g}" for v in values)
+        lines.append(f"| {variant} | {text} |")
+    return lines
+
+
 def render_markdown(summary: dict, command: str = "") -> str:
     """league.md: one table per dataset (± is the sample standard deviation over seeds)."""
     lines = ["# Optimizer league", ""]
@@ -417,6 +487,7 @@ def render_markdown(summary: dict, command: str = "") -> str:
         )
         lines.append("|---|---|---|---|---|---|---|")
         lines += [markdown_row(v, row, target) for v, row in part["rows"].items()]
+        lines += lr_table(part["rows"])
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
@@ -432,7 +503,9 @@ def plot_league(summary: dict, out: Path) -> Path | None:
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(summary), figsize=(7 * len(summary), 5), squeeze=False)
+    fig, axes = plt.subplots(2, len(summary), figsize=(7 * len(summary), 9), squeeze=False)
+    for ax, part in zip(axes[1], summary.values(), strict=True):
+        _plot_step_sizes(plt, ax, part["rows"])
     for ax, (dataset, part) in zip(axes[0], summary.items(), strict=True):
         for variant, row in part["rows"].items():
             if not row["seeds"]:
@@ -452,6 +525,17 @@ def plot_league(summary: dict, out: Path) -> Path | None:
     return out
 
 
+def _plot_step_sizes(plt, ax, rows: dict) -> None:
+    # Log scale: the variants' step sizes span four decades (Prodigy's is an Adam step).
+    logged = {v: row for v, row in rows.items() if row.get("lr_mean")}
+    for variant, row in logged.items():
+        color, style = _line_style(plt, variant)
+        ax.plot(row["lr_steps"], row["lr_mean"], style, color=color, label=variant)
+    ax.set(xlabel="iteration", ylabel="step size applied (mean over seeds)", yscale="log")
+    if logged:
+        ax.legend(fontsize=7)
+
+
 def _line_style(plt, variant: str) -> tuple[tuple, str]:
     # A variant keeps its colour in every panel: main rows solid, ablations dashed.
     if variant in MAIN_VARIANTS:
@@ -468,6 +552,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     if args.epochs:
         parts += ["--epochs", str(args.epochs)]
     parts += ["--nproc", str(args.nproc), "--out", args.out]
+    if args.report_only:
+        parts.append("--report-only")
     if args.model != "faster_rcnn_r18":
         parts += ["--model", args.model]
     if args.configs != "configs/league":
@@ -483,13 +569,17 @@ def run_league(args: argparse.Namespace) -> dict:
     results_path = out / "results.json"
     cells = league_cells(args.datasets, args.variants, args.seeds)
     specs = {c.key: cell_spec(args, c) for c in cells}
-    done = load_results(results_path)
+    done = with_lr_curves(load_results(results_path))
     todo = pending_cells(cells, specs, done, str(results_path))
     print(f"[league] {len(cells) - len(todo)} of {len(cells)} cells done, {len(todo)} to run")
+    if args.report_only:
+        if todo:
+            print("[league] --report-only, left out: " + " ".join(c.key for c in todo))
+        todo = []
     for cell in todo:
         done[cell.key] = run_cell(cell, specs[cell.key], out / "logs")
         save_results(results_path, done)
-    wanted = {c.key: done[c.key] for c in cells}
+    wanted = {c.key: done[c.key] for c in cells if c.key in done}
     return summarize(wanted, args.datasets, args.variants)
 
 

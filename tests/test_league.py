@@ -202,6 +202,7 @@ def test_tiny_league_end_to_end_then_nothing_to_run(tmp_path):
     results = json.loads((out / "results.json").read_text())["cells"]
     cell = results["tiny/zenith_s0"]
     assert cell["status"] == "ok" and len(cell["curve"]) == 1 and cell["curve"][0][1] == 2
+    assert "lr_curve" in cell  # the step sizes travel with the results
     table = (out / "league.md").read_text()
     assert "| zenith | 1 |" in table and "n/a (no multistep run)" in table
     assert "Reproduce: python benchmarks/league.py --datasets tiny" in first.stdout
@@ -211,3 +212,43 @@ def test_tiny_league_end_to_end_then_nothing_to_run(tmp_path):
     assert json.loads((out / "results.json").read_text())["cells"] == results
     # The interrupted run was moved aside once (first invocation) and nothing ran again.
     assert len(list(tmp_path.glob("out/tiny/zenith_s0.old-*"))) == 1
+
+
+def test_lr_curve_reads_the_applied_step_size(tmp_path):
+    records = [
+        {"type": "train", "step": 4, "lr": 1.0, "effective_lr": 0.003},  # an automatic-LR run
+        {"type": "eval", "step": 4, "primary_AP": 0.1, "epoch": 0},
+        {"type": "train", "step": 8, "lr": 0.02},  # SGD or ZENITH: lr is what is applied
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    (tmp_path / "metrics.jsonl").write_text(text)
+    assert league.lr_curve(tmp_path) == [[4, 0.003], [8, 0.02]]
+    assert league.lr_curve(tmp_path / "missing") == []
+
+
+def test_step_sizes_are_averaged_over_seeds_and_read_at_each_evaluation():
+    cells = _league_cells()
+    for seed, scale in ((0, 1.0), (1, 3.0), (2, 2.0)):
+        lrs = [[5, 0.01], [15, 0.02], [25, 0.004], [30, 0.002]]
+        cells[f"demo/zenith_s{seed}"]["lr_curve"] = [[s, v * scale] for s, v in lrs]
+    row = league.summarize(cells, ["demo"], ["zenith", "constant"])["demo"]["rows"]["zenith"]
+    assert row["lr_steps"] == [5, 15, 25, 30]
+    assert row["lr_mean"] == pytest.approx([0.02, 0.04, 0.008, 0.004])
+    assert row["lr_at_eval"] == pytest.approx([0.02, 0.04, 0.004])  # evaluations at 10, 20, 30
+    text = league.render_markdown(league.summarize(cells, ["demo"], ["zenith", "constant"]))
+    assert "| zenith | 0.02 0.04 0.004 |" in text
+    assert "| constant |" not in text.split("Step size applied")[1]  # no step sizes recorded
+
+
+def test_report_only_trains_nothing_and_tables_what_is_there(tmp_path, capsys):
+    args = league.get_args_parser().parse_args(["--out", str(tmp_path), "--epochs", "8"])
+    spec = league.cell_spec(args, league.Cell("demo", "zenith", 0))
+    cell = {**_cell("demo", "zenith", 0, [0.1, 0.2]), **spec}
+    league.save_results(tmp_path / "results.json", {"demo/zenith_s0": cell})
+    argv = ["--datasets", "demo", "--variants", "zenith", "--seeds", "0", "1", "--epochs", "8"]
+    assert league.main([*argv, "--out", str(tmp_path), "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 cells done, 1 to run" in out
+    assert "--report-only, left out: demo/zenith_s1" in out
+    assert "| zenith | 1 | 0.2000 ± 0.0000 |" in (tmp_path / "league.md").read_text()
+    assert not (tmp_path / "demo").exists() and not (tmp_path / "logs").exists()
