@@ -27,7 +27,9 @@ seeds next to ablations with 1).
 The step size is what the optimizer applied, read from the run's metrics.jsonl at every log
 period: `effective_lr` where the optimizer logs one (D-Adaptation's and Prodigy's d times lr,
 schedule-free's warmed-up lr), otherwise `lr` (SGD with its schedule, ZENITH's eta_t). Prodigy's
-is an Adam step, so its scale is not comparable with the SGD-style ones.
+is an Adam step, so its scale is not comparable with the SGD-style ones. For ZENITH runs the
+table also shows the gradient-norm window: its mean mu at each evaluation and the final Z, which
+show why eta_t = eta_0 mu / Z is where it is.
 """
 
 from __future__ import annotations
@@ -314,11 +316,27 @@ def lr_curve(run_dir: Path) -> list[list[float]]:
     return [[r["step"], r.get("effective_lr", r["lr"])] for r in train]
 
 
-def with_lr_curves(cells: dict) -> dict:
-    """Cells recorded before results.json kept step sizes get them from their run directory."""
+def norm_curve(run_dir: Path) -> list[list[float]]:
+    """ZENITH runs: [iterations so far, window mean mu, ratio mu/Z] at every log period."""
+    path = run_dir / "metrics.jsonl"
+    records = read_metrics(path) if path.is_file() else []
+    # With warmup_history=exclude the window mean is logged as "nan" during the warm-up; until
+    # the window is full, mu is the mean of the norms recorded so far and the ratio is 1.
+    return [
+        [r["step"], r["grad_norm_window_mean"], r["zenith_ratio"]]
+        for r in records
+        if r.get("type") == "train" and isinstance(r.get("grad_norm_window_mean"), float)
+    ]
+
+
+def with_curves(cells: dict) -> dict:
+    """Cells recorded before results.json kept these curves get them from their run directory."""
     for cell in cells.values():
-        if "lr_curve" not in cell and (at_root(cell["run_dir"]) / "metrics.jsonl").is_file():
-            cell["lr_curve"] = lr_curve(at_root(cell["run_dir"]))
+        metrics = at_root(cell["run_dir"]) / "metrics.jsonl"
+        if "lr_curve" not in cell and metrics.is_file():
+            cell["lr_curve"] = lr_curve(metrics.parent)
+        if "norm_curve" not in cell and metrics.is_file():
+            cell["norm_curve"] = norm_curve(metrics.parent)
     return cells
 
 
@@ -337,8 +355,8 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
             "(the league stops; finished cells are kept in results.json)"
         )
     status = "ok" if proc.returncode == 0 else "diverged"
-    curve = ap_curve(at_root(spec["run_dir"]))
-    lrs = lr_curve(at_root(spec["run_dir"]))
+    run_dir = at_root(spec["run_dir"])
+    curve, lrs, norms = ap_curve(run_dir), lr_curve(run_dir), norm_curve(run_dir)
     cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}
     return {
         **cell_id,
@@ -347,6 +365,7 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
         "seconds": seconds,
         "curve": curve,
         "lr_curve": lrs,
+        "norm_curve": norms,
     }
 
 
@@ -391,7 +410,23 @@ def summarize_variant(cells: list[dict], target: float | None) -> dict:
         row["to_target"] = [r for r in reached if r is not None]
     if all(c.get("lr_curve") for c in ok):
         row.update(summarize_lr(ok, row["curve_steps"]))
+    if all(c.get("norm_curve") for c in ok):
+        row.update(summarize_norms(ok, row["curve_steps"]))
     return row
+
+
+def summarize_norms(cells: list[dict], eval_steps: list[int]) -> dict:
+    """ZENITH's window over the seeds: mean mu at each evaluation, and the final Z = mu / r."""
+    per_seed = [
+        [
+            _last_at([p[0] for p in c["norm_curve"]], [p[1] for p in c["norm_curve"]], e)
+            for e in eval_steps
+        ]
+        for c in cells
+    ]
+    mu = [None if None in v else statistics.mean(v) for v in zip(*per_seed, strict=True)]
+    final_z = mean_std([c["norm_curve"][-1][1] / c["norm_curve"][-1][2] for c in cells])
+    return {"mu_at_eval": mu, "final_Z": final_z}
 
 
 def summarize_lr(cells: list[dict], eval_steps: list[int]) -> dict:
@@ -467,6 +502,23 @@ def lr_table(rows: dict) -> list[str]:
     return lines
 
 
+def norm_table(rows: dict) -> list[str]:
+    """Lines of ZENITH's window table: mu at each evaluation and the final Z ([] when none)."""
+    logged = {v: row for v, row in rows.items() if row.get("mu_at_eval")}
+    if not logged:
+        return []
+    lines = ["", "ZENITH's gradient-norm window (mean over seeds): the window mean mu at each"]
+    lines += [
+        "evaluation, and Z (the largest full-window mean) at the end; eta_t = eta_0 mu / Z.",
+        "",
+    ]
+    lines += ["| variant | mu per evaluation | final Z |", "|---|---|---|"]
+    for variant, row in logged.items():
+        text = " ".join("–" if v is None else f"{v:.2f}" for v in row["mu_at_eval"])
+        lines.append(f"| {variant} | {text} | {_pm(row['final_Z'], 2)} |")
+    return lines
+
+
 def render_markdown(summary: dict, command: str = "") -> str:
     """league.md: one table per dataset (± is the sample standard deviation over seeds)."""
     lines = ["# Optimizer league", ""]
@@ -488,6 +540,7 @@ def render_markdown(summary: dict, command: str = "") -> str:
         lines.append("|---|---|---|---|---|---|---|")
         lines += [markdown_row(v, row, target) for v, row in part["rows"].items()]
         lines += lr_table(part["rows"])
+        lines += norm_table(part["rows"])
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
@@ -569,7 +622,7 @@ def run_league(args: argparse.Namespace) -> dict:
     results_path = out / "results.json"
     cells = league_cells(args.datasets, args.variants, args.seeds)
     specs = {c.key: cell_spec(args, c) for c in cells}
-    done = with_lr_curves(load_results(results_path))
+    done = with_curves(load_results(results_path))
     todo = pending_cells(cells, specs, done, str(results_path))
     print(f"[league] {len(cells) - len(todo)} of {len(cells)} cells done, {len(todo)} to run")
     if args.report_only:

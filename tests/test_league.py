@@ -252,3 +252,25 @@ def test_report_only_trains_nothing_and_tables_what_is_there(tmp_path, capsys):
     assert "--report-only, left out: demo/zenith_s1" in out
     assert "| zenith | 1 | 0.2000 ± 0.0000 |" in (tmp_path / "league.md").read_text()
     assert not (tmp_path / "demo").exists() and not (tmp_path / "logs").exists()
+
+
+def test_zenith_window_is_read_and_tabled(tmp_path):
+    records = [
+        {
+            "type": "train",
+            "step": 4,
+            "lr": 0.01,
+            "grad_norm_window_mean": "nan",
+            "zenith_ratio": 1.0,
+        },
+        {"type": "train", "step": 8, "lr": 0.01, "grad_norm_window_mean": 3.0, "zenith_ratio": 0.5},
+        {"type": "train", "step": 9, "lr": 0.02},  # not a ZENITH record
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert league.norm_curve(tmp_path) == [[8, 3.0, 0.5]]  # "nan": history not started yet
+    cells = _league_cells()
+    for seed, mu in ((0, 2.0), (1, 4.0), (2, 3.0)):
+        cells[f"demo/zenith_s{seed}"]["norm_curve"] = [[5, 8.0, 1.0], [25, mu, mu / 8.0]]
+    text = league.render_markdown(league.summarize(cells, ["demo"], ["zenith", "multistep"]))
+    assert "| zenith | 8.00 8.00 3.00 | 8.00 ± 0.00 |" in text  # evaluations at 10, 20, 30
+    assert "| multistep |" not in text.split("gradient-norm window")[1]
