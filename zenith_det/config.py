@@ -106,9 +106,10 @@ class OptimizerConfig:
     # ZENITH window W, zenith and zenith_adamw: iterations, or "epoch" (the iterations of one
     # epoch, after train.max_iters_per_epoch; solver.zenith_window resolves it).
     window: int | str = 100
-    # "include": norms of the warm-up iterations enter the window and Z (the spec's default);
-    # "exclude": the window and Z start after schedule.warmup_iters (docs/zenith.md, decision 5).
-    warmup_history: str = "include"
+    # "exclude" (default, chosen by the optimizer league): the window and Z start after
+    # schedule.warmup_iters; "include": the warm-up norms enter them too (docs/zenith.md,
+    # decision 5). Equal to zenith_det.optim.lr_rule.DEFAULT_WARMUP_HISTORY (a test checks).
+    warmup_history: str = "exclude"
     grad_norm_reduce: str = "mean"  # "mean" (DDP) | "sum_squares" (sharded)
 
 

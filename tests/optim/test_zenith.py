@@ -66,6 +66,7 @@ def test_lr_sequence_matches_independent_spec_computation(warmup_iters: int) -> 
         window=3,
         warmup_iters=warmup_iters,
         warmup_factor=0.2,
+        warmup_history="include",  # the float64 reference's mode (spec_lrs default)
     )
     applied, ratios = [], []
     for step, norm in enumerate(NORMS):

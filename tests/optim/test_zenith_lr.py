@@ -76,7 +76,9 @@ def test_group_lrs_follow_spec_with_warmup_in_float64() -> None:
     optimizer = torch.optim.AdamW(
         [{"params": params[:1]}, {"params": params[1:], "lr": 0.001}], lr=0.01
     )
-    controller = ZenithLR(optimizer, window=3, warmup_iters=6, warmup_factor=0.2)
+    controller = ZenithLR(
+        optimizer, window=3, warmup_iters=6, warmup_factor=0.2, warmup_history="include"
+    )
     applied, norms = [], []
     for step, norm in enumerate(NORMS):
         grads = _grads_with_norm(params, norm, seed=step)

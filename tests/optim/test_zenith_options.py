@@ -14,6 +14,7 @@ from tests.optim.test_zenith import NORMS, _grads_with_norm, _lrs, _params, _pyt
 from zenith_det.config import Config, OptimizerConfig, ScheduleConfig, load_config
 from zenith_det.errors import ConfigError
 from zenith_det.optim import Zenith, ZenithLR
+from zenith_det.optim.lr_rule import DEFAULT_WARMUP_HISTORY
 from zenith_det.solver import build_optimizer, build_scheduler, zenith_window
 
 WARMUP = {"warmup_iters": 5, "warmup_factor": 0.2}
@@ -202,3 +203,16 @@ def test_config_accepts_epoch_and_rejects_other_windows(tmp_path: Path) -> None:
     for override, expected in bad.items():
         with pytest.raises(ConfigError, match=expected):
             load_config(path, [override])
+
+
+def test_the_default_warmup_history_is_one_choice_everywhere() -> None:
+    """Config, Zenith, ZenithLR and the rule share the league's choice: warm-up norms excluded."""
+    assert DEFAULT_WARMUP_HISTORY == "exclude" == OptimizerConfig().warmup_history
+    params = [nn.Parameter(torch.ones(2))]
+    zenith = Zenith(params, lr=0.1, warmup_iters=3)
+    controller = ZenithLR(torch.optim.AdamW(params, lr=0.1), warmup_iters=3)
+    include = Zenith(params, lr=0.1, warmup_iters=3, warmup_history="include")
+    # history_start: the first applied step whose norm enters Q (decision 5; saved state).
+    assert zenith.state_dict()["zenith"]["history_start"] == 3
+    assert controller.state_dict()["zenith"]["history_start"] == 3
+    assert include.state_dict()["zenith"]["history_start"] == 0

@@ -21,7 +21,7 @@ from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
 from .grad_norm import check_reduction, global_grad_norm
-from .lr_rule import NormWindow, RuleReadouts
+from .lr_rule import DEFAULT_WARMUP_HISTORY, NormWindow, RuleReadouts
 from .sgd_update import fused_sgd_update, sgd_update
 
 DEFAULT_WINDOW = 100
@@ -46,9 +46,10 @@ class Zenith(RuleReadouts, Optimizer):
       So step 0 uses ``warmup_factor`` and step ``warmup_iters`` is the first at full LR, as
       torchvision's detection reference (``LinearLR`` stepped once per iteration). Skipped steps
       do not advance it.
-    * ``warmup_history="include"`` (the default) records the warm-up steps' norms in the window
-      and Z like any other; ``"exclude"`` starts Q and Z at step ``warmup_iters``, so the large
-      norms of the first iterations cannot fix Z (the ratio is 1 until the window has filled).
+    * ``warmup_history="exclude"`` (the default, chosen by the optimizer league) starts Q and Z
+      at step ``warmup_iters``, so the large norms of the first iterations cannot fix Z (the
+      ratio is 1 until the window has filled after warm-up); ``"include"`` records the warm-up
+      steps' norms like any other (the spec's first mode). Without warm-up they are the same.
     * ``param_groups[i]["lr"] = initial_lr * (r_t * warmup_t)``. Zenith writes it at every step
       from ``initial_lr``, so do not attach an LR scheduler; use ``warmup_iters`` instead.
     * A ``step()`` where no parameter has a gradient does nothing (as SGD), records nothing.
@@ -82,7 +83,7 @@ class Zenith(RuleReadouts, Optimizer):
         grad_norm_reduce: str = "mean",
         foreach: bool | None = None,
         fused: bool | None = None,
-        warmup_history: str = "include",
+        warmup_history: str = DEFAULT_WARMUP_HISTORY,
     ) -> None:
         """Validate the arguments; the window and counters live on the first parameter's device."""
         check_reduction(grad_norm_reduce)

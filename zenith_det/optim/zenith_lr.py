@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .grad_norm import check_reduction, global_grad_norm
-from .lr_rule import NormWindow, RuleReadouts
+from .lr_rule import DEFAULT_WARMUP_HISTORY, NormWindow, RuleReadouts
 
 
 class ZenithLR(RuleReadouts):
@@ -54,7 +54,7 @@ class ZenithLR(RuleReadouts):
         warmup_factor: float = 0.001,
         process_group: dist.ProcessGroup | None = None,
         grad_norm_reduce: str = "mean",
-        warmup_history: str = "include",
+        warmup_history: str = DEFAULT_WARMUP_HISTORY,
     ) -> None:
         """Wrap ``optimizer``; the window lives on its first parameter's device."""
         if not isinstance(optimizer, Optimizer):
