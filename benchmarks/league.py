@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import statistics
@@ -46,6 +47,7 @@ import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -320,13 +322,17 @@ def norm_curve(run_dir: Path) -> list[list[float]]:
     """ZENITH runs: [iterations so far, window mean mu, ratio mu/Z] at every log period."""
     path = run_dir / "metrics.jsonl"
     records = read_metrics(path) if path.is_file() else []
-    # With warmup_history=exclude the window mean is logged as "nan" during the warm-up; until
+    # With warmup_history=exclude the window mean is NaN during the warm-up; until
     # the window is full, mu is the mean of the norms recorded so far and the ratio is 1.
     return [
         [r["step"], r["grad_norm_window_mean"], r["zenith_ratio"]]
         for r in records
-        if r.get("type") == "train" and isinstance(r.get("grad_norm_window_mean"), float)
+        if r.get("type") == "train" and _finite(r.get("grad_norm_window_mean"))
     ]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def with_curves(cells: dict) -> dict:

@@ -29,7 +29,21 @@ class MetricsWriter:
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= global_step]
         with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+            f.writelines(json.dumps(_finite_or_str(r), sort_keys=True) + "\n" for r in kept)
+
+
+_NON_FINITE = {str(v): v for v in (math.nan, math.inf, -math.inf)}
+
+
+def _str_to_non_finite(value: Any) -> Any:
+    # The inverse of _finite_or_str, so readers (plots, the league) get numbers back, not "nan".
+    if isinstance(value, str):
+        return _NON_FINITE.get(value, value)
+    if isinstance(value, dict):
+        return {k: _str_to_non_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_str_to_non_finite(v) for v in value]
+    return value
 
 
 def _finite_or_str(value: Any) -> Any:
@@ -48,7 +62,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     records = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            records.append(_str_to_non_finite(json.loads(line)))
         except json.JSONDecodeError:
             continue
     return records
