@@ -58,6 +58,9 @@ from zenith_det.metrics_log import read_metrics  # noqa: E402
 from zenith_det.run_dir import run_files  # noqa: E402
 
 DIVERGED_EXIT = 3  # tools/train.py: stopped after train.max_consecutive_nonfinite steps
+# torchrun reports any failed worker as exit 1, so a diverged cell is also known by the line
+# every rank prints when it stops (zenith_det/engine.py, _diverged_message).
+DIVERGED_LINE = "consecutive non-finite steps up to iteration"
 TARGET_FRACTION = 0.95  # of the multistep baseline's mean final AP
 BASELINE = "multistep"
 PLOT_HINT = "pip install -e '.[plot]'"
@@ -346,6 +349,15 @@ def with_curves(cells: dict) -> dict:
     return cells
 
 
+def cell_status(returncode: int, log_text: str) -> str | None:
+    """ "ok", "diverged" (exit 3, or a failed torchrun whose ranks said so), None: a failure."""
+    if returncode == 0:
+        return "ok"
+    if returncode == DIVERGED_EXIT or DIVERGED_LINE in log_text:
+        return "diverged"
+    return None
+
+
 def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
     """Train one cell under torchrun; its result record (AP curve, wall seconds, status)."""
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -355,12 +367,12 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
     with open(log, "w", encoding="utf-8") as f:
         proc = subprocess.run(train_command(spec), cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - start
-    if proc.returncode not in (0, DIVERGED_EXIT):
+    status = cell_status(proc.returncode, log.read_text(encoding="utf-8", errors="replace"))
+    if status is None:
         raise SetupError(
             f"{cell.key}: tools/train.py exited with {proc.returncode}; see {log} "
             "(the league stops; finished cells are kept in results.json)"
         )
-    status = "ok" if proc.returncode == 0 else "diverged"
     run_dir = at_root(spec["run_dir"])
     curve, lrs, norms = ap_curve(run_dir), lr_curve(run_dir), norm_curve(run_dir)
     cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}

@@ -274,3 +274,11 @@ def test_zenith_window_is_read_and_tabled(tmp_path):
     text = league.render_markdown(league.summarize(cells, ["demo"], ["zenith", "multistep"]))
     assert "| zenith | 8.00 8.00 3.00 | 8.00 ± 0.00 |" in text  # evaluations at 10, 20, 30
     assert "| multistep |" not in text.split("gradient-norm window")[1]
+
+
+def test_cell_status_knows_divergence_under_torchrun():
+    stopped = "error: [rank 1] 20 consecutive non-finite steps up to iteration 60 (...)"
+    assert league.cell_status(0, "") == "ok"
+    assert league.cell_status(3, "") == "diverged"  # one process: the documented exit code
+    assert league.cell_status(1, f"...\n{stopped}\nChildFailedError") == "diverged"  # torchrun
+    assert league.cell_status(1, "Traceback ... KeyError") is None  # a real failure stops
