@@ -305,26 +305,26 @@ def train_command(spec: dict) -> list[str]:
     return cmd
 
 
-def ap_curve(run_dir: Path) -> list[list[float]]:
-    """[epoch, iterations so far, primary AP] after every evaluation of a run."""
+def run_records(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl records ([] when it wrote none): read once, every curve from them."""
     path = run_dir / "metrics.jsonl"
-    records = read_metrics(path) if path.is_file() else []
+    return read_metrics(path) if path.is_file() else []
+
+
+def ap_curve(records: list[dict]) -> list[list[float]]:
+    """[epoch, iterations so far, primary AP] after every evaluation of a run."""
     evals = [r for r in records if r.get("type") == "eval"]
     return [[r["epoch"] + 1, r["step"], r["primary_AP"]] for r in evals]
 
 
-def lr_curve(run_dir: Path) -> list[list[float]]:
+def lr_curve(records: list[dict]) -> list[list[float]]:
     """[iterations so far, step size applied] at every logged training iteration of a run."""
-    path = run_dir / "metrics.jsonl"
-    records = read_metrics(path) if path.is_file() else []
     train = [r for r in records if r.get("type") == "train"]
     return [[r["step"], r.get("effective_lr", r["lr"])] for r in train]
 
 
-def norm_curve(run_dir: Path) -> list[list[float]]:
+def norm_curve(records: list[dict]) -> list[list[float]]:
     """ZENITH runs: [iterations so far, window mean mu, ratio mu/Z] at every log period."""
-    path = run_dir / "metrics.jsonl"
-    records = read_metrics(path) if path.is_file() else []
     # With warmup_history=exclude the window mean is NaN during the warm-up; until
     # the window is full, mu is the mean of the norms recorded so far and the ratio is 1.
     return [
@@ -341,11 +341,12 @@ def _finite(value: Any) -> bool:
 def with_curves(cells: dict) -> dict:
     """Cells recorded before results.json kept these curves get them from their run directory."""
     for cell in cells.values():
-        metrics = at_root(cell["run_dir"]) / "metrics.jsonl"
-        if "lr_curve" not in cell and metrics.is_file():
-            cell["lr_curve"] = lr_curve(metrics.parent)
-        if "norm_curve" not in cell and metrics.is_file():
-            cell["norm_curve"] = norm_curve(metrics.parent)
+        if "lr_curve" in cell and "norm_curve" in cell:
+            continue
+        records = run_records(at_root(cell["run_dir"]))
+        if records:
+            cell.setdefault("lr_curve", lr_curve(records))
+            cell.setdefault("norm_curve", norm_curve(records))
     return cells
 
 
@@ -374,7 +375,8 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
             "(the league stops; finished cells are kept in results.json)"
         )
     run_dir = at_root(spec["run_dir"])
-    curve, lrs, norms = ap_curve(run_dir), lr_curve(run_dir), norm_curve(run_dir)
+    records = run_records(run_dir)
+    curve, lrs, norms = ap_curve(records), lr_curve(records), norm_curve(records)
     cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}
     return {
         **cell_id,
@@ -435,13 +437,10 @@ def summarize_variant(cells: list[dict], target: float | None) -> dict:
 
 def summarize_norms(cells: list[dict], eval_steps: list[int]) -> dict:
     """ZENITH's window over the seeds: mean mu at each evaluation, and the final Z = mu / r."""
-    per_seed = [
-        [
-            _last_at([p[0] for p in c["norm_curve"]], [p[1] for p in c["norm_curve"]], e)
-            for e in eval_steps
-        ]
-        for c in cells
-    ]
+    per_seed = []
+    for cell in cells:
+        steps, mus = [p[0] for p in cell["norm_curve"]], [p[1] for p in cell["norm_curve"]]
+        per_seed.append([_last_at(steps, mus, e) for e in eval_steps])
     mu = [None if None in v else statistics.mean(v) for v in zip(*per_seed, strict=True)]
     final_z = mean_std([c["norm_curve"][-1][1] / c["norm_curve"][-1][2] for c in cells])
     return {"mu_at_eval": mu, "final_Z": final_z}

@@ -222,8 +222,8 @@ def test_lr_curve_reads_the_applied_step_size(tmp_path):
     ]
     text = "".join(json.dumps(r) + "\n" for r in records)
     (tmp_path / "metrics.jsonl").write_text(text)
-    assert league.lr_curve(tmp_path) == [[4, 0.003], [8, 0.02]]
-    assert league.lr_curve(tmp_path / "missing") == []
+    assert league.lr_curve(league.run_records(tmp_path)) == [[4, 0.003], [8, 0.02]]
+    assert league.lr_curve(league.run_records(tmp_path / "missing")) == []
 
 
 def test_step_sizes_are_averaged_over_seeds_and_read_at_each_evaluation():
@@ -267,7 +267,9 @@ def test_zenith_window_is_read_and_tabled(tmp_path):
         {"type": "train", "step": 9, "lr": 0.02},  # not a ZENITH record
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert league.norm_curve(tmp_path) == [[8, 3.0, 0.5]]  # "nan": history not started yet
+    assert league.norm_curve(league.run_records(tmp_path)) == [
+        [8, 3.0, 0.5]
+    ]  # "nan": history not started yet
     cells = _league_cells()
     for seed, mu in ((0, 2.0), (1, 4.0), (2, 3.0)):
         cells[f"demo/zenith_s{seed}"]["norm_curve"] = [[5, 8.0, 1.0], [25, mu, mu / 8.0]]
