@@ -96,7 +96,8 @@ class OptimizerConfig:
 
     name: str = "zenith"
     lr: float = 0.02
-    # If set, lr is scaled linearly by (images_per_gpu * world_size) / base_batch_size.
+    # If set, lr is scaled linearly by the effective batch over base_batch_size:
+    # (images_per_gpu * world_size * grad_accum_steps) / base_batch_size.
     base_batch_size: int | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -130,6 +131,10 @@ class TrainConfig:
 
     epochs: int = 26
     images_per_gpu: int = 2
+    # Micro-batches of images_per_gpu per optimizer step: the effective batch is
+    # images_per_gpu * world_size * grad_accum_steps, and every iteration count (epochs' steps,
+    # warm-up, milestones, logging, checkpoints) counts optimizer steps.
+    grad_accum_steps: int = 1
     amp: bool = False
     clip_grad_norm: float | None = None
     seed: int = 42
@@ -386,6 +391,7 @@ def _check_schedule(ck: _Checker) -> None:
 def _check_train(ck: _Checker) -> None:
     ck.at_least("train.epochs", 1)
     ck.at_least("train.images_per_gpu", 1)
+    ck.at_least("train.grad_accum_steps", 1)
     ck.above("train.clip_grad_norm", 0, optional=True)
     ck.at_least("train.seed", 0)
     ck.one_of("train.device", DEVICES)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,13 +185,11 @@ def train_one_epoch(loop: TrainLoop) -> bool:
     running_stats = _RunningStats(loop.model)
     lr = _current_lr(loop.optimizer)  # for the bar; refreshed at log periods only
     with bar:
-        for images, targets in loop.train_loader:
+        for micro_batches in _optimizer_steps(loop.train_loader, loop.cfg.train.grad_accum_steps):
             if progress.iter_in_epoch >= total:
                 break  # train.max_iters_per_epoch truncates the epoch
-            images = [img.to(loop.device, non_blocking=True) for img in images]
-            targets = [_to_device(t, loop.device) for t in targets]
-            losses, stop = _train_step(loop, images, targets, running_stats)
-            window.add(losses, len(images) * get_world_size())
+            losses, stop = _train_step(loop, micro_batches, running_stats)
+            window.add(losses, sum(len(images) for images, _ in micro_batches) * get_world_size())
             progress.iter_in_epoch += 1
             progress.global_step += 1
             log_due = progress.global_step % loop.cfg.train.log_period == 0
@@ -212,9 +212,21 @@ def train_one_epoch(loop: TrainLoop) -> bool:
 
 
 def iters_per_epoch(cfg: Config, loader: object) -> int:
-    """Batches per epoch: the loader's count, truncated by train.max_iters_per_epoch."""
+    """Optimizer steps per epoch: the loader's batches over train.grad_accum_steps (a trailing
+    incomplete group is dropped), truncated by train.max_iters_per_epoch."""
+    steps = len(loader) // cfg.train.grad_accum_steps
     limit = cfg.train.max_iters_per_epoch
-    return len(loader) if limit is None else min(len(loader), limit)
+    return steps if limit is None else min(steps, limit)
+
+
+def _optimizer_steps(loader: Iterable, accum_steps: int) -> Iterator[list[tuple[list, list]]]:
+    """The loader's (images, targets) batches in groups of `accum_steps`, one group per step."""
+    group: list[tuple[list, list]] = []
+    for images, targets in loader:
+        group.append((images, targets))
+        if len(group) == accum_steps:
+            yield group
+            group = []
 
 
 def _mid_epoch_checkpoint_due(cfg: Config, progress: Progress, total: int) -> bool:
@@ -253,17 +265,22 @@ class _RunningStats:
 
 
 def _train_step(
-    loop: TrainLoop, images: list, targets: list, running_stats: _RunningStats
+    loop: TrainLoop, micro_batches: list[tuple[list, list]], running_stats: _RunningStats
 ) -> tuple[dict[str, float], bool]:
-    """One iteration; returns the rank-averaged losses and whether every rank must stop now."""
+    """One optimizer step over its micro-batches; returns the rank- and micro-batch-averaged
+    losses and whether every rank must stop now.
+
+    Every micro-batch but the last runs forward and backward under DDP's `no_sync` (gradients
+    accumulate locally); the last runs its forward, then the one packed all-reduce, then, if the
+    mean loss is finite, its backward, which all-reduces the accumulated gradients. So k
+    micro-batches cost one host read and one gradient all-reduce, as one batch does.
+    """
     loop.call("before_step")
     running_stats.save()
-    amp_dtype = torch.bfloat16 if loop.device.type == "cpu" else torch.float16
-    with torch.autocast(loop.device.type, dtype=amp_dtype, enabled=loop.cfg.train.amp):
-        loss_dict = loop.model(images, targets)
-    loss = sum(loss_dict.values())
+    loop.optimizer.zero_grad(set_to_none=True)
+    names, values, last_loss = _accumulate(loop, micro_batches)
     pending, loop.pending = loop.pending, None
-    logged, stop, previous_skipped = _reduce_losses(loss_dict, loss, loop.stop.requested, pending)
+    logged, stop, previous_skipped = _reduce_losses(names, values, loop.stop.requested, pending)
     if pending is not None:
         _count_step(loop, pending[0], not previous_skipped, "gradient norm is not finite")
         if _diverged(loop):
@@ -273,8 +290,7 @@ def _train_step(
         running_stats.restore()
         _count_step(loop, loop.progress.global_step, False, f"loss is {logged['loss']}")
         return logged, stop
-    loop.optimizer.zero_grad(set_to_none=True)
-    loop.scaler.scale(loss).backward()
+    loop.scaler.scale(last_loss / len(micro_batches)).backward()
     loop.call("after_backward")
     applied = _optimizer_step(loop)
     if applied is not None:
@@ -283,6 +299,47 @@ def _train_step(
     else:
         loop.progress.consecutive_nonfinite = 0
     return logged, stop
+
+
+def _accumulate(
+    loop: TrainLoop, micro_batches: list[tuple[list, list]]
+) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Forward every micro-batch and backward all but the last (the caller decides on that one).
+
+    Returns the loss names, their micro-batch means (then the total's) as one device vector,
+    and the last micro-batch's total loss, whose backward is still to run.
+    """
+    accum = len(micro_batches)
+    rows, names, loss = [], [], None
+    for index, (images, targets) in enumerate(micro_batches):
+        last = index == accum - 1
+        with _no_sync(loop.model, enabled=not last):
+            loss_dict = _forward(loop, images, targets)
+            loss = sum(loss_dict.values())
+            if not last:
+                # Scaled by 1/k so the accumulated gradient is the mean over the micro-batches.
+                loop.scaler.scale(loss / accum).backward()
+        names = sorted(loss_dict)
+        row = [loss_dict[n].detach().float() for n in names] + [loss.detach().float()]
+        rows.append(torch.stack(row))
+    values = rows[0] if accum == 1 else torch.stack(rows).mean(dim=0)
+    return names, values, loss
+
+
+def _forward(loop: TrainLoop, images: list, targets: list) -> dict[str, torch.Tensor]:
+    """The model's losses for one micro-batch, moved to the device first."""
+    images = [img.to(loop.device, non_blocking=True) for img in images]
+    targets = [_to_device(t, loop.device) for t in targets]
+    amp_dtype = torch.bfloat16 if loop.device.type == "cpu" else torch.float16
+    with torch.autocast(loop.device.type, dtype=amp_dtype, enabled=loop.cfg.train.amp):
+        return loop.model(images, targets)
+
+
+def _no_sync(model: nn.Module, enabled: bool) -> AbstractContextManager:
+    """DDP's `no_sync()` when `enabled` and the model is DDP-wrapped, else nothing."""
+    if enabled and isinstance(model, nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return nullcontext()
 
 
 def _optimizer_step(loop: TrainLoop) -> torch.Tensor | None:
@@ -329,17 +386,17 @@ def params_with_grad(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 
 def _reduce_losses(
-    loss_dict: dict[str, torch.Tensor],
-    loss: torch.Tensor,
+    names: list[str],
+    values: torch.Tensor,
     stop: bool,
     pending: tuple[int, torch.Tensor] | None,
 ) -> tuple[dict[str, float], bool, bool]:
-    """Rank-mean losses, "any rank asks to stop" and "the previous step was skipped"."""
-    names = sorted(loss_dict)
-    values = [loss_dict[n].detach().float() for n in names] + [loss.detach().float()]
-    skipped = (~pending[1]).float() if pending is not None else torch.zeros((), device=loss.device)
-    flags = [torch.tensor(float(stop), device=loss.device), skipped.to(loss.device)]
-    packed = torch.stack(values + flags)
+    """Rank-mean losses (`values`: one per name, then the total), "any rank asks to stop" and
+    "the previous step was skipped"."""
+    device = values.device
+    skipped = (~pending[1]).float() if pending is not None else torch.zeros((), device=device)
+    flags = torch.stack([torch.tensor(float(stop), device=device), skipped.to(device)])
+    packed = torch.cat([values, flags])
     if is_distributed():
         torch.distributed.all_reduce(packed)
         packed[:-2] /= get_world_size()

@@ -2,8 +2,9 @@
 
 A resumed run continues the saved run exactly, so whatever its saved state depends on must be
 the same: the model (the weights' shapes), the optimizer type (its state's layout), ZENITH's
-window (the saved norms), and the number of ranks and images per rank (the sampler's shards and
-position, every rank's RNG state, the linearly scaled LR stored in the optimizer). A difference
+window (the saved norms), and the number of ranks, images per rank and micro-batches per step
+(the sampler's shards and position, every rank's RNG state, the linearly scaled LR stored in the
+optimizer). A difference
 is one error line naming each key with both values; other config changes only warn.
 """
 
@@ -47,7 +48,8 @@ def resume_mismatches(
         key += "trainable_backbone_layers decide which layers train)"
         pairs.append((key, saved_sizes, group_sizes))
     pairs.append(("world size (ranks)", len(state["rng"]), world_size))
-    pairs.append(("train.images_per_gpu", saved.train.images_per_gpu, cfg.train.images_per_gpu))
+    for key in ("images_per_gpu", "grad_accum_steps"):
+        pairs.append((f"train.{key}", getattr(saved.train, key), getattr(cfg.train, key)))
     return [f"{key}: checkpoint {old}, this run {new}" for key, old, new in pairs if old != new]
 
 

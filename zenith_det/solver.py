@@ -54,11 +54,15 @@ BASELINE_PACKAGES = {
 
 
 def effective_lr(cfg: Config, world_size: int) -> float:
-    """optimizer.lr, scaled linearly with the global batch when base_batch_size is set."""
+    """optimizer.lr, scaled linearly with the effective batch when base_batch_size is set."""
     if cfg.optimizer.base_batch_size is None:
         return cfg.optimizer.lr
-    batch = cfg.train.images_per_gpu * world_size
-    return cfg.optimizer.lr * batch / cfg.optimizer.base_batch_size
+    return cfg.optimizer.lr * effective_batch_size(cfg, world_size) / cfg.optimizer.base_batch_size
+
+
+def effective_batch_size(cfg: Config, world_size: int) -> int:
+    """Images per optimizer step: images_per_gpu * world_size * grad_accum_steps."""
+    return cfg.train.images_per_gpu * world_size * cfg.train.grad_accum_steps
 
 
 def param_groups(model: nn.Module, weight_decay: float, norm_weight_decay: float | None) -> list:

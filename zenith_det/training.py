@@ -144,6 +144,7 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     epoch_iters = iters_per_epoch(cfg, train_loader)
+    _check_steps_per_epoch(cfg, len(train_loader), epoch_iters)
     optimizer = build_optimizer(cfg, model, info.world_size, epoch_iters)
     scheduler = build_scheduler(cfg, optimizer, epoch_iters)
     scaler = torch.amp.GradScaler(
@@ -181,6 +182,15 @@ def _check_ranks_agree(cfg: Config) -> None:
         f"ranks {bad} resolved a different config than rank 0 ({details}); every rank must get "
         "the same --config file, --set overrides and base files"
     )
+
+
+def _check_steps_per_epoch(cfg: Config, batches: int, steps: int) -> None:
+    if steps == 0 and batches > 0:
+        raise SetupError(
+            f"train.grad_accum_steps={cfg.train.grad_accum_steps} needs that many batches per "
+            f"optimizer step, but an epoch has only {batches} batch(es) of "
+            f"train.images_per_gpu={cfg.train.images_per_gpu} per rank; lower one of them"
+        )
 
 
 def _check_same_dataset_size(cfg: Config, train_size: int, val_size: int) -> None:
@@ -316,7 +326,8 @@ def _train_epochs(job: Job) -> dict:
     metrics: dict = {}
     while progress.epoch < cfg.train.epochs:
         job.train_loader.set_epoch(progress.epoch)
-        job.train_loader.set_start_iter(progress.iter_in_epoch)
+        # iter_in_epoch counts optimizer steps; the loader counts micro-batches.
+        job.train_loader.set_start_iter(progress.iter_in_epoch * cfg.train.grad_accum_steps)
         if not train_one_epoch(job):
             dist_utils.get_logger().info("stop requested: checkpoint saved, exiting")
             return {"stopped": True, "progress": progress.state_dict()}
