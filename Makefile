@@ -16,7 +16,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PINS)
-	$(BIN)/pip install --quiet -e '.[test,plot,baselines]'
+	$(BIN)/pip install --quiet -e '.[test,plot,baselines,tensorboard,lightning]'
 	touch $@
 
 test: setup

@@ -47,3 +47,6 @@ def test_demo_trains_evaluates_and_rescoring_gives_the_same_numbers(tmp_path):
     # best.pth re-scored by tools/eval.py gives exactly the numbers the training loop logged.
     assert rescored == trained
     assert (out / "faster_rcnn_r18_zenith_vs_multistep.png").stat().st_size > 10_000
+    # The demo ends by drawing the ZENITH model's predictions on a few val images.
+    assert len(list((run / "predict").glob("*.jpg"))) == 6
+    assert "predictions of the ZENITH model drawn" in result.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -11,13 +10,18 @@ from pathlib import Path
 import pytest
 
 from tests.training_setup import make_tiny_dataset, tiny_config, write_config
+from zenith_det.config import load_config
 from zenith_det.errors import ConfigError, SetupError
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("league", ROOT / "benchmarks" / "league.py")
-league = importlib.util.module_from_spec(_spec)
-sys.modules["league"] = league  # dataclasses look their module up while the class is built
-_spec.loader.exec_module(league)
+sys.path.insert(0, str(ROOT / "benchmarks"))  # the league's modules import each other as scripts
+
+import league  # noqa: E402
+import league_cells  # noqa: E402
+import league_plots  # noqa: E402
+import league_runs  # noqa: E402
+import league_tables  # noqa: E402
+import league_variants  # noqa: E402
 
 
 def _cell(dataset: str, variant: str, seed: int, aps: list[float], status: str = "ok") -> dict:
@@ -52,17 +56,19 @@ def _league_cells() -> dict:
 
 
 def test_mean_std_and_iterations_to_target():
-    mean, std = league.mean_std([0.2, 0.3, 0.4])
+    mean, std = league_tables.mean_std([0.2, 0.3, 0.4])
     assert mean == pytest.approx(0.3) and std == pytest.approx(0.1)
-    assert league.mean_std([0.5]) == (0.5, 0.0)
+    assert league_tables.mean_std([0.5]) == (0.5, 0.0)
     curve = [[1, 10, 0.1], [2, 20, 0.3], [3, 30, 0.25]]
-    assert league.iterations_to(curve, 0.28) == 20
-    assert league.iterations_to(curve, 0.3) == 20  # reaching the target exactly counts
-    assert league.iterations_to(curve, 0.31) is None
+    assert league_tables.iterations_to(curve, 0.28) == 20
+    assert league_tables.iterations_to(curve, 0.3) == 20  # reaching the target exactly counts
+    assert league_tables.iterations_to(curve, 0.31) is None
 
 
 def test_summarize_aggregates_seeds_and_target():
-    summary = league.summarize(_league_cells(), ["demo"], ["zenith", "multistep", "constant"])
+    summary = league_tables.summarize(
+        _league_cells(), ["demo"], ["zenith", "multistep", "constant"]
+    )
     part = summary["demo"]
     assert part["target"] == pytest.approx(0.95 * 0.30)
     zen = part["rows"]["zenith"]
@@ -80,39 +86,39 @@ def test_summarize_aggregates_seeds_and_target():
 def test_summarize_without_baseline_and_with_divergence():
     cells = _league_cells()
     no_base = {k: c for k, c in cells.items() if c["variant"] != "multistep"}
-    part = league.summarize(no_base, ["demo"], ["zenith", "prodigy"])["demo"]
+    part = league_tables.summarize(no_base, ["demo"], ["zenith", "prodigy"])["demo"]
     assert part["target"] is None
     assert "to_target" not in part["rows"]["zenith"]
     assert part["rows"]["prodigy"] == {"seeds": 0, "diverged": 1}
 
 
 def test_render_markdown():
-    summary = league.summarize(
+    summary = league_tables.summarize(
         _league_cells(), ["demo"], ["zenith", "multistep", "constant", "prodigy"]
     )
-    text = league.render_markdown(summary)
+    text = league_tables.render_markdown(summary)
     assert "## demo (95% target AP 0.2850)" in text
     assert "| zenith | 3 | 0.2533 ± 0.0451 | 0.2667 ± 0.0493 | 0.100 0.230 0.253 |" in text
     assert "| 25 ± 7 (2/3) |" in text  # only 2 of the 3 seeds reach the target
     assert "| constant | 1 |" in text and "| not reached |" in text
     assert "| prodigy | 0 (+1 diverged) | diverged |" in text
     no_base = {k: c for k, c in _league_cells().items() if c["variant"] == "zenith"}
-    assert "n/a (no multistep run)" in league.render_markdown(
-        league.summarize(no_base, ["demo"], ["zenith"])
+    assert "n/a (no multistep run)" in league_tables.render_markdown(
+        league_tables.summarize(no_base, ["demo"], ["zenith"])
     )
 
 
 def test_plot_league_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
-    summary = league.summarize(_league_cells(), ["demo"], ["zenith", "multistep", "prodigy"])
-    out = league.plot_league(summary, tmp_path / "league.png")
+    summary = league_tables.summarize(_league_cells(), ["demo"], ["zenith", "multistep", "prodigy"])
+    out = league_plots.plot_league(summary, tmp_path / "league.png")
     assert out is not None and out.read_bytes().startswith(b"\x89PNG")
 
 
 def test_plot_league_without_matplotlib_names_the_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # how Python marks a module absent
-    summary = league.summarize(_league_cells(), ["demo"], ["zenith"])
-    assert league.plot_league(summary, tmp_path / "league.png") is None
+    summary = league_tables.summarize(_league_cells(), ["demo"], ["zenith"])
+    assert league_plots.plot_league(summary, tmp_path / "league.png") is None
     assert not (tmp_path / "league.png").exists()
     assert "pip install -e '.[plot]'" in capsys.readouterr().out
 
@@ -123,7 +129,7 @@ def _args(*extra: str):
 
 def test_cell_spec_variants_on_the_demo_configs():
     args = _args("--epochs", "4")
-    spec = league.cell_spec(args, league.Cell("demo", "multistep", 1))
+    spec = league_cells.cell_spec(args, league_cells.Cell("demo", "multistep", 1))
     assert spec["config"] == "configs/league/demo/faster_rcnn_r18_multistep.yaml"
     assert spec["run_dir"] == "runs/x/demo/multistep_s1"
     # 6 and 7 of 8 epochs -> 3 and 4 of 4; the seed and an evaluation after every epoch.
@@ -133,55 +139,57 @@ def test_cell_spec_variants_on_the_demo_configs():
         "train.seed=1",
         "train.eval_period=1",
     ]
-    free = league.cell_spec(args, league.Cell("demo", "schedulefree_sgd", 0))["overrides"]
+    free = league_cells.cell_spec(args, league_cells.Cell("demo", "schedulefree_sgd", 0))[
+        "overrides"
+    ]
     assert "optimizer.lr=0.2" in free and not any("milestones" in o for o in free)
-    lr4 = league.cell_spec(args, league.Cell("demo", "zenith_lr4", 0))
+    lr4 = league_cells.cell_spec(args, league_cells.Cell("demo", "zenith_lr4", 0))
     assert lr4["config"].endswith("faster_rcnn_r18_zenith.yaml")
     assert "optimizer.lr=0.08" in lr4["overrides"]
-    assert league.scaled_milestones([6, 7], 8, 1) == [1]  # merged, still strictly increasing
+    assert league_cells.scaled_milestones([6, 7], 8, 1) == [1]  # merged, still strictly increasing
 
 
 def test_cell_spec_unknown_dataset_is_one_config_error():
     with pytest.raises(ConfigError, match="nope/faster_rcnn_r18_zenith.yaml"):
-        league.cell_spec(_args(), league.Cell("nope", "zenith", 0))
+        league_cells.cell_spec(_args(), league_cells.Cell("nope", "zenith", 0))
 
 
 def test_pending_cells_skips_finished_and_refuses_changed_ones():
     args = _args("--epochs", "2")
-    cells = league.league_cells(["demo"], ["zenith", "constant"], [0, 1])
-    specs = {c.key: league.cell_spec(args, c) for c in cells}
+    cells = league_cells.league_cells(["demo"], ["zenith", "constant"], [0, 1])
+    specs = {c.key: league_cells.cell_spec(args, c) for c in cells}
     done = {key: {**specs[key], "status": "ok"} for key in ("demo/zenith_s0", "demo/constant_s1")}
-    todo = league.pending_cells(cells, specs, done)
+    todo = league_cells.pending_cells(cells, specs, done)
     assert [c.key for c in todo] == ["demo/constant_s0", "demo/zenith_s1"]
-    assert league.pending_cells(cells, specs, {k: {**s} for k, s in specs.items()}) == []
+    assert league_cells.pending_cells(cells, specs, {k: {**s} for k, s in specs.items()}) == []
     done["demo/zenith_s0"]["overrides"] = ["train.epochs=8"]
     with pytest.raises(SetupError, match="demo/zenith_s0 was run with"):
-        league.pending_cells(cells, specs, done)
+        league_cells.pending_cells(cells, specs, done)
     done["demo/zenith_s0"] = {**specs["demo/zenith_s0"], "nproc": 1}  # another batch size
     with pytest.raises(SetupError, match="'nproc': 1}, now asked with"):
-        league.pending_cells(cells, specs, done)
+        league_cells.pending_cells(cells, specs, done)
 
 
 def test_results_round_trip_and_bad_file(tmp_path):
     path = tmp_path / "results.json"
-    assert league.load_results(path) == {}
+    assert league_cells.load_results(path) == {}
     cells = _league_cells()
-    league.save_results(path, cells)
-    assert league.load_results(path) == cells
+    league_cells.save_results(path, cells)
+    assert league_cells.load_results(path) == cells
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left
     path.write_text("{")
     with pytest.raises(SetupError, match="results.json: not valid JSON"):
-        league.load_results(path)
+        league_cells.load_results(path)
 
 
 def test_train_command_overwrites_only_an_unfinished_run(tmp_path):
     spec = {"config": "c.yaml", "overrides": ["train.seed=0"], "nproc": 2, "run_dir": "r"}
     spec["run_dir"] = str(tmp_path / "r")
-    cmd = league.train_command(spec)
+    cmd = league_runs.train_command(spec)
     assert "--nproc_per_node=2" in cmd and cmd[-2:] == ["--set", "train.seed=0"]
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "metrics.jsonl").write_text("")
-    assert league.train_command(spec)[-1] == "--overwrite"
+    assert league_runs.train_command(spec)[-1] == "--overwrite"
 
 
 @pytest.mark.slow
@@ -222,8 +230,8 @@ def test_lr_curve_reads_the_applied_step_size(tmp_path):
     ]
     text = "".join(json.dumps(r) + "\n" for r in records)
     (tmp_path / "metrics.jsonl").write_text(text)
-    assert league.lr_curve(league.run_records(tmp_path)) == [[4, 0.003], [8, 0.02]]
-    assert league.lr_curve(league.run_records(tmp_path / "missing")) == []
+    assert league_runs.lr_curve(league_runs.run_records(tmp_path)) == [[4, 0.003], [8, 0.02]]
+    assert league_runs.lr_curve(league_runs.run_records(tmp_path / "missing")) == []
 
 
 def test_step_sizes_are_averaged_over_seeds_and_read_at_each_evaluation():
@@ -231,20 +239,22 @@ def test_step_sizes_are_averaged_over_seeds_and_read_at_each_evaluation():
     for seed, scale in ((0, 1.0), (1, 3.0), (2, 2.0)):
         lrs = [[5, 0.01], [15, 0.02], [25, 0.004], [30, 0.002]]
         cells[f"demo/zenith_s{seed}"]["lr_curve"] = [[s, v * scale] for s, v in lrs]
-    row = league.summarize(cells, ["demo"], ["zenith", "constant"])["demo"]["rows"]["zenith"]
+    row = league_tables.summarize(cells, ["demo"], ["zenith", "constant"])["demo"]["rows"]["zenith"]
     assert row["lr_steps"] == [5, 15, 25, 30]
     assert row["lr_mean"] == pytest.approx([0.02, 0.04, 0.008, 0.004])
     assert row["lr_at_eval"] == pytest.approx([0.02, 0.04, 0.004])  # evaluations at 10, 20, 30
-    text = league.render_markdown(league.summarize(cells, ["demo"], ["zenith", "constant"]))
+    text = league_tables.render_markdown(
+        league_tables.summarize(cells, ["demo"], ["zenith", "constant"])
+    )
     assert "| zenith | 0.02 0.04 0.004 |" in text
     assert "| constant |" not in text.split("Step size applied")[1]  # no step sizes recorded
 
 
 def test_report_only_trains_nothing_and_tables_what_is_there(tmp_path, capsys):
     args = league.get_args_parser().parse_args(["--out", str(tmp_path), "--epochs", "8"])
-    spec = league.cell_spec(args, league.Cell("demo", "zenith", 0))
+    spec = league_cells.cell_spec(args, league_cells.Cell("demo", "zenith", 0))
     cell = {**_cell("demo", "zenith", 0, [0.1, 0.2]), **spec}
-    league.save_results(tmp_path / "results.json", {"demo/zenith_s0": cell})
+    league_cells.save_results(tmp_path / "results.json", {"demo/zenith_s0": cell})
     argv = ["--datasets", "demo", "--variants", "zenith", "--seeds", "0", "1", "--epochs", "8"]
     assert league.main([*argv, "--out", str(tmp_path), "--report-only"]) == 0
     out = capsys.readouterr().out
@@ -267,20 +277,159 @@ def test_zenith_window_is_read_and_tabled(tmp_path):
         {"type": "train", "step": 9, "lr": 0.02},  # not a ZENITH record
     ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert league.norm_curve(league.run_records(tmp_path)) == [
+    assert league_runs.norm_curve(league_runs.run_records(tmp_path)) == [
         [8, 3.0, 0.5]
     ]  # "nan": history not started yet
     cells = _league_cells()
     for seed, mu in ((0, 2.0), (1, 4.0), (2, 3.0)):
         cells[f"demo/zenith_s{seed}"]["norm_curve"] = [[5, 8.0, 1.0], [25, mu, mu / 8.0]]
-    text = league.render_markdown(league.summarize(cells, ["demo"], ["zenith", "multistep"]))
+    text = league_tables.render_markdown(
+        league_tables.summarize(cells, ["demo"], ["zenith", "multistep"])
+    )
     assert "| zenith | 8.00 8.00 3.00 | 8.00 ± 0.00 |" in text  # evaluations at 10, 20, 30
     assert "| multistep |" not in text.split("gradient-norm window")[1]
 
 
 def test_cell_status_knows_divergence_under_torchrun():
     stopped = "error: [rank 1] 20 consecutive non-finite steps up to iteration 60 (...)"
-    assert league.cell_status(0, "") == "ok"
-    assert league.cell_status(3, "") == "diverged"  # one process: the documented exit code
-    assert league.cell_status(1, f"...\n{stopped}\nChildFailedError") == "diverged"  # torchrun
-    assert league.cell_status(1, "Traceback ... KeyError") is None  # a real failure stops
+    assert league_runs.cell_status(0, "") == "ok"
+    assert league_runs.cell_status(3, "") == "diverged"  # one process: the documented exit code
+    assert league_runs.cell_status(1, f"...\n{stopped}\nChildFailedError") == "diverged"  # torchrun
+    assert league_runs.cell_status(1, "Traceback ... KeyError") is None  # a real failure stops
+
+
+def test_pretrained_cells_start_from_the_cached_source_model():
+    args = _args("--init", "scratch", "pretrained", "--epochs", "9")
+    cells = league_cells.league_cells(
+        ["deepforest_trees_ft"], ["multistep"], [0], ("scratch", "pretrained")
+    )
+    assert [c.key for c in cells] == [
+        "deepforest_trees_ft/multistep_s0",
+        "deepforest_trees_ft+pretrained/multistep_s0",
+    ]
+    scratch, tuned = (league_cells.cell_spec(args, c) for c in cells)
+    source = league_cells.source_spec(args)
+    assert source["config"] == "configs/league/source/faster_rcnn_r18_multistep.yaml"
+    weights = f"{source['run_dir']}/best.pth"
+    assert weights.startswith("runs/pretrained/faster_rcnn_r18-")
+    assert tuned["overrides"] == [*scratch["overrides"], f"model.weights={weights}"]
+    assert "schedule.milestones=[6, 8]" in scratch["overrides"]  # 24, 32 of 36 -> 2/3, 8/9
+    assert tuned["run_dir"] == "runs/x/deepforest_trees_ft+pretrained/multistep_s0"
+    command = league.reproduce_command(args)
+    assert command.endswith("--out runs/x --init scratch pretrained")
+
+
+@pytest.mark.parametrize(
+    "variant, expected",
+    [
+        ("zenith", {"name": "zenith", "lr": 0.02, "window": 100, "warmup_history": "exclude"}),
+        ("zenith_adamw", {"name": "zenith_adamw", "lr": 0.0001, "weight_decay": 0.05}),
+        ("adamw_cosine", {"name": "adamw", "lr": 0.0001, "norm_weight_decay": 0.0}),
+        ("zenith_lr_half", {"name": "zenith", "lr": 0.01}),
+        ("zenith_warmup_include", {"warmup_history": "include"}),
+        ("zenith_w_epoch", {"window": "epoch"}),
+    ],
+)
+def test_finetune_variants_resolve_on_the_target_configs(variant, expected):
+    spec = league_cells.cell_spec(
+        _args("--model", "mask_rcnn_r18"),
+        league_cells.Cell("shapes_target", variant, 0, "pretrained"),
+    )
+    cfg = load_config(ROOT / spec["config"], spec["overrides"])
+    assert {k: getattr(cfg.optimizer, k) for k in expected} == expected
+    assert cfg.model.weights.startswith("runs/pretrained/mask_rcnn_r18-")
+    if variant == "adamw_cosine":
+        assert cfg.schedule.name == "cosine"
+    assert set(league_variants.FINETUNE_VARIANTS) | set(league_variants.FINETUNE_ABLATIONS) <= set(
+        league_variants.VARIANTS
+    )
+
+
+def _finetune_cells() -> dict:
+    cells = {}
+    for init, aps in (("scratch", [0.10, 0.20, 0.30]), ("pretrained", [0.25, 0.34, 0.345])):
+        for seed in (0, 1):
+            cell = _cell("trees", "multistep", seed, [ap + 0.01 * seed for ap in aps])
+            if init == "pretrained":
+                cell["init"] = init
+                cell["overrides"] = ["train.seed=0", "model.weights=runs/pretrained/f-abc/best.pth"]
+            cells[league_cells.Cell("trees", "multistep", seed, init).key] = cell
+    return cells
+
+
+def test_finetune_tables_say_where_it_started_whether_it_plateaued_and_paid():
+    summary = league_tables.summarize(
+        _finetune_cells(), ["trees", "trees+pretrained"], ["multistep"]
+    )
+    assert summary["trees"]["rows"]["multistep"]["final_AP"][0] == pytest.approx(0.305)
+    assert "starts" not in summary["trees"]
+    assert summary["trees+pretrained"]["starts"] == ["runs/pretrained/f-abc/best.pth"]
+    text = league_tables.render_markdown(summary)
+    assert "## trees+pretrained (95% target AP 0.3325)" in text
+    assert "Fine-tuned from `runs/pretrained/f-abc/best.pth`." in text
+    # evaluations at 10, 20, 30: 75% is 22.5, so the gain is 0.35 - 0.345 ... from 20 to 30
+    assert "last quarter of its 30 iterations: +0.0050 AP (plateaued)" in text
+    assert "| trees | 0.3500 ± 0.0071 (2) | 0.3050 ± 0.0071 (2) | +0.0450 | yes |" in text
+    only_scratch = league_tables.summarize(_finetune_cells(), ["trees"], ["multistep"])
+    assert "Does the pretrained start pay?" not in league_tables.render_markdown(only_scratch)
+
+
+@pytest.mark.slow
+def test_tiny_finetuning_league_pretrains_once_then_trains_nothing(tmp_path):
+    data = make_tiny_dataset(tmp_path / "data")
+    sources, configs = tmp_path / "source", tmp_path / "configs" / "tiny"
+    sources.mkdir()
+    configs.mkdir(parents=True)
+    sgd = {"name": "sgd", "lr": 0.01}
+    write_config(
+        tiny_config(data, tmp_path / "unused", optimizer=sgd),
+        sources / "faster_rcnn_r18_multistep.yaml",
+    )
+    # Another class count than the source: the box predictor is re-initialised.
+    # Warm-up norms in the window: the 2 tiny iterations are all warm-up.
+    target = tiny_config(
+        data, tmp_path / "unused", model={"num_classes": 7}, optimizer={"warmup_history": "include"}
+    )
+    write_config(target, configs / "faster_rcnn_r18_zenith.yaml")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [sys.executable, "benchmarks/league.py", "--configs", str(tmp_path / "configs")]
+    cmd += ["--datasets", "tiny", "--variants", "zenith", "--seeds", "0", "--epochs", "1"]
+    cmd += ["--nproc", "1", "--out", str(out), "--init", "pretrained"]
+    cmd += ["--source-configs", str(sources), "--pretrained-cache", str(cache)]
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    [run] = [p for p in cache.iterdir() if p.name.startswith("faster_rcnn_r18-")]
+    record = json.loads((run / "pretrain.json").read_text())
+    assert record["weights"] == str(run / "best.pth") and (run / "best.pth").is_file()
+    assert record["iterations"] == 2 and "plateaued" in record
+    cell = json.loads((out / "results.json").read_text())["cells"]["tiny+pretrained/zenith_s0"]
+    assert cell["init"] == "pretrained" and cell["overrides"][-1] == f"model.weights={run}/best.pth"
+    log = (out / "logs" / "tiny+pretrained_zenith_s0.log").read_text()
+    assert "re-initialised 4 tensors" in log
+    assert f"Fine-tuned from `{run}/best.pth`." in (out / "league.md").read_text()
+    # Run again: nothing trains, neither the source model nor the cell.
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 of 1 cells done, 0 to run" in second.stdout and "training" not in second.stdout
+    again = [
+        sys.executable,
+        "benchmarks/pretrain.py",
+        "--models",
+        "faster_rcnn_r18",
+        "--nproc",
+        "1",
+    ]
+    again += ["--configs", str(sources), "--cache", str(cache)]
+    cached = subprocess.run(again, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert cached.returncode == 0 and "cached, nothing to train" in cached.stdout, cached.stderr
+    assert len(list((cache / "logs").iterdir())) == 1  # one pretraining, ever
+    # Item 5's report reads the finished ZENITH cell: its window and, from metrics.jsonl, more.
+    mechanism = [sys.executable, "benchmarks/league_mechanism.py", "--leagues", str(out)]
+    report = subprocess.run(mechanism, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stdout + report.stderr
+    text = (out / "mechanism.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| tiny+pretrained"))
+    assert row.startswith("| tiny+pretrained (faster_rcnn_r18, 1 ep.) zenith | 1 |")
+    assert not row.endswith("| – |")  # the raw norm, read from metrics.jsonl
+    assert "loss_classifier" in text
+    assert (out / "mechanism.png").read_bytes().startswith(b"\x89PNG")

@@ -1,6 +1,7 @@
 """The embedded demo: generate the synthetic COCO data, train with ZENITH and the multistep-SGD
-baseline under torchrun (DDP, gloo on CPU), re-score the best checkpoint with tools/eval.py, and
-plot what ZENITH did to the learning rate.
+baseline under torchrun (DDP, gloo on CPU), re-score the best checkpoint with tools/eval.py,
+plot what ZENITH did to the learning rate, and draw the ZENITH model's predictions on a few val
+images (tools/predict.py, into <run>/predict).
 
     python tools/demo.py --nproc 2                 # what `make demo` runs
     python tools/demo.py --nproc 2 --model mask    # Mask R-CNN instead of Faster R-CNN
@@ -26,6 +27,7 @@ from zenith_det.errors import UserError, exit_on_user_error  # noqa: E402
 from zenith_det.run_dir import check_writable_dir, run_files  # noqa: E402
 
 MODELS = {"faster": "faster_rcnn_r18", "mask": "mask_rcnn_r18", "keypoint": "keypoint_rcnn_r18"}
+PREDICT_IMAGES = 6  # val images the demo draws the ZENITH model's predictions on
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -107,6 +109,18 @@ def train(
     return _run(cmd)
 
 
+def predict(run_dir: Path, val_dir: Path) -> Path:
+    """Draw the best checkpoint's predictions on the first val images (tools/predict.py)."""
+    images = sorted(p for p in val_dir.iterdir() if p.is_file())[:PREDICT_IMAGES]
+    out = run_dir / "predict"
+    _run(
+        [sys.executable, "tools/predict.py", "--config", str(run_dir / "config.yaml")]
+        + ["--checkpoint", str(run_dir / "best.pth"), "--output-dir", str(out), "--no-progress"]
+        + ["--input", *[str(p) for p in images]]
+    )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: data, two trainings, evaluation of the best checkpoint, plot, summary."""
     args = get_args_parser().parse_args(argv)
@@ -142,7 +156,9 @@ def _demo(args: argparse.Namespace) -> int:
     )
     plot = out / f"{MODELS[args.model]}_zenith_vs_multistep.png"
     _run([sys.executable, "tools/plot.py", *[str(r[1]) for r in rows], "--out", str(plot)])
+    pictures = predict(zenith_dir, ROOT / args.data_root / "val")
     _print_summary(rows, plot)
+    print(f"predictions of the ZENITH model drawn on {PREDICT_IMAGES} val images: {pictures}")
     return 0
 
 

@@ -2,14 +2,16 @@
 
 File mode, no model (scores an existing COCO results JSON):
     python tools/eval.py --annotations gt.json --detections dets.json [--iou-types bbox segm]
-        [--kpt-oks-sigmas S ...] [--output-dir D]
+        [--kpt-oks-sigmas S ...] [--output-dir D] [--visualize N --images DIR]
 Model mode (one process, or one rank per process under torchrun):
     torchrun --nproc-per-node 2 tools/eval.py --config X.yaml --checkpoint ckpt.pth
-        [--set key=value ...] [--output-dir D]
+        [--set key=value ...] [--output-dir D] [--visualize N]
 
-Both print the metrics table and write metrics.json, report.md and detections.json. A bad
-input (file, config, data, checkpoint, device, output dir) is one "error:" line on stderr and
-exit status 2.
+Both print the metrics table and write metrics.json, report.md (with its precision-recall and
+per-category AP pictures) and detections.json. --visualize N also draws the N val images with
+the lowest AP, ground truth beside predictions, into <output dir>/visualize/. A bad input
+(file, config, data, checkpoint, device, output dir) is one "error:" line on stderr and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from zenith_det.errors import exit_on_user_error, fail  # noqa: E402
 from zenith_det.evaluation.report import format_table, write_report  # noqa: E402
 from zenith_det.evaluation.result_files import evaluate_result_file  # noqa: E402
-from zenith_det.evaluation.scoring import BACKENDS, IOU_TYPES, check_backend  # noqa: E402
+from zenith_det.evaluation.scoring import (  # noqa: E402
+    BACKENDS,
+    IOU_TYPES,
+    EvalResult,
+    check_backend,
+)
 from zenith_det.run_dir import check_writable_dir  # noqa: E402
 
 PROG = "eval.py"
@@ -51,8 +58,40 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="config override, repeatable",
     )
+    files.add_argument("--images", help="the annotations' image folder (for --visualize)")
     parser.add_argument("--output-dir", help=f"default: {FILE_MODE_OUTPUT} or <output_dir>/eval")
+    shown = parser.add_argument_group("pictures")
+    shown.add_argument(
+        "--visualize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw the N lowest-AP val images, ground truth beside predictions",
+    )
+    shown.add_argument(
+        "--visualize-score-threshold",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="predictions drawn score at least S (default: 0.5)",
+    )
     return parser
+
+
+def check_visualize(args: argparse.Namespace, backend: str) -> None:
+    """One error line for a --visualize that cannot be honoured, before any work is done."""
+    if args.visualize < 0:
+        fail(f"--visualize takes a number of images >= 1, got {args.visualize}")
+    if not args.visualize:
+        return
+    if backend != "pycocotools":
+        fail(
+            f"--visualize ranks images by their own AP, which the {backend} backend does not "
+            "give; use the pycocotools backend (model mode: --set eval.backend=pycocotools)"
+        )
+    if args.annotations is not None and not (args.images and Path(args.images).is_dir()):
+        where = f"{args.images} is not a folder" if args.images else "--images is missing"
+        fail(f"--visualize in file mode needs --images, the annotations' image folder ({where})")
 
 
 def run_file_mode(args: argparse.Namespace) -> int:
@@ -63,12 +102,40 @@ def run_file_mode(args: argparse.Namespace) -> int:
         check_backend(args.backend)
     except ValueError as exc:  # faster-coco-eval asked for but not installed
         fail(str(exc))
+    check_visualize(args, args.backend)
     result = evaluate_result_file(
-        args.annotations, args.detections, args.iou_types, args.kpt_oks_sigmas, args.backend
+        args.annotations,
+        args.detections,
+        args.iou_types,
+        args.kpt_oks_sigmas,
+        args.backend,
+        per_image_ap=args.visualize > 0,
     )
     print(format_table(result), end="")
     write_report(result, output_dir)
+    if args.visualize:
+        visualize_file_mode(args, result, output_dir)
     return 0
+
+
+def visualize_file_mode(args: argparse.Namespace, result: EvalResult, output_dir: str) -> None:
+    """Draw the --visualize N lowest-AP images of the annotations' --images folder."""
+    # Imported here: drawing pulls in torch and torchvision, which scoring alone never needs.
+    from zenith_det.categories import CategoryInfo
+    from zenith_det.evaluation.result_files import load_ground_truth
+    from zenith_det.evaluation.visualize import ImageSource, write_worst_images
+
+    coco = load_ground_truth(args.annotations)
+    iou_type = next(iter(result.metrics))
+    task = "keypoints" if iou_type == "keypoints" else "detection"
+    source = ImageSource(coco, Path(args.images), CategoryInfo.from_coco(coco, task))
+    index = write_worst_images(
+        result, source, args.visualize, output_dir, iou_type, args.visualize_score_threshold
+    )
+    if index is None:
+        print("--visualize: the annotations have no images, so nothing was drawn", file=sys.stderr)
+    else:
+        print(f"wrote {index}: images by {iou_type} AP, lowest first")
 
 
 def run_model_mode(args: argparse.Namespace) -> int:
@@ -78,7 +145,14 @@ def run_model_mode(args: argparse.Namespace) -> int:
     from zenith_det.evaluation.run import evaluate_checkpoint
 
     cfg = load_cli_config(args.config, args.overrides, None, need_train=False)
-    evaluate_checkpoint(cfg, args.checkpoint, args.output_dir)
+    check_visualize(args, cfg.eval.backend)
+    evaluate_checkpoint(
+        cfg,
+        args.checkpoint,
+        args.output_dir,
+        visualize=args.visualize,
+        visualize_threshold=args.visualize_score_threshold,
+    )
     return 0
 
 

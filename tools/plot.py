@@ -9,11 +9,13 @@ directory name. Needs matplotlib (`pip install -e '.[plot]'`).
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from zenith_det import storage  # noqa: E402
 from zenith_det.errors import DataError, SetupError, exit_on_user_error  # noqa: E402
 from zenith_det.metrics_log import read_metrics  # noqa: E402
 from zenith_det.run_dir import check_writable_dir  # noqa: E402
@@ -102,9 +104,12 @@ def plot_runs(runs: list[tuple[str, list[dict], list[dict]]], out: Path) -> Path
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    with storage.writing(out.parent, "plot folder"):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=100, format=out.suffix.lstrip(".") or "png")
     plt.close(fig)
+    storage.atomic_write_bytes(out, buffer.getvalue(), "plot", durable=False)
     return out
 
 

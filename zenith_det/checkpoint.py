@@ -5,12 +5,15 @@ Namespace or a dataclass), so the safe loader reads it. Files are written to a t
 the same directory, fsynced, then renamed over the target: a reader sees the old file or the new
 one, never half of one. Periodic snapshots and best.pth are hard links to the file just written
 (snapshots are never modified in place, so sharing the inode is safe and costs no extra I/O).
-A process killed mid-write leaves only a hidden `.<name>.tmp.<pid>` file, which no loader looks
-at and which `CheckpointManager.remove_stale_temps` deletes when the next run starts.
+A process killed mid-write leaves only a hidden `.<name>.tmp.<digits>` file, which no loader
+looks at and which `CheckpointManager.remove_stale_temps` deletes when the next run starts. A
+write the machine refuses (disk full, read-only, folder removed) raises `StorageError` through
+`zenith_det.storage`, leaving the previous file whole and no temp file behind.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
@@ -21,52 +24,92 @@ from typing import Any
 import numpy as np
 import torch
 
+from zenith_det import storage
 from zenith_det.distributed import get_logger
-from zenith_det.errors import CheckpointError
+from zenith_det.errors import CheckpointError, StorageError
+from zenith_det.run_dir import run_files
 
 LAST = "last.pth"
 BEST = "best.pth"
 _SNAPSHOT = re.compile(r"^model_e(\d+)_i(\d+)\.pth$")
-_TEMP = re.compile(r"^\..+\.tmp\.\d+$")  # what atomic_save and _atomic_link write first
+_TEMP = storage.TEMP_NAME  # what atomic_save and _atomic_link write first
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """Write `obj` with torch.save so that `path` is either the old or the complete new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
+def atomic_save(obj: Any, path: str | Path, what: str = "checkpoint") -> Path:
+    """Write `obj` with torch.save so that `path` is either the old or the complete new file.
+
+    The folder must exist. A storage fault (disk full, read-only, folder removed) raises
+    `StorageError` naming `path`; the previous file at `path` is left whole, no temp file stays.
+    """
+    return storage.atomic_write(path, lambda f: torch.save(obj, f), what, needed=state_nbytes(obj))
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def state_nbytes(obj: Any) -> int:
+    """The bytes of the tensors in a (nested) checkpoint dict: about its size on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, Mapping):
+        return sum(state_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_nbytes(v) for v in obj)
+    return 0
+
+
+def estimate_nbytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """About the size of a training checkpoint of `model` and `optimizer`, before one exists.
+
+    Before the first step the optimizer holds no state yet: one buffer per trained parameter
+    is assumed (momentum: ZENITH, SGD), two where the optimizer has `betas` (Adam-like).
+    """
+    size = state_nbytes(model.state_dict())
+    if optimizer.state:
+        return size + state_nbytes(optimizer.state_dict())
+    trained = sum(p.nbytes for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
+    return size + trained * (2 if "betas" in optimizer.defaults else 1)
 
 
 def _atomic_link(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+    tmp = storage.temp_path(dst)
     try:
         os.link(src, tmp)
         os.replace(tmp, dst)
-    except OSError:
-        # File systems without hard links: copy through the same atomic path.
+    except OSError as exc:
+        if exc.errno in _STORAGE_GONE:
+            raise StorageError(dst, "checkpoint", storage.describe(exc, dst)) from exc
+        # File systems without hard links (EPERM, EXDEV, ENOTSUP...): copy atomically instead.
         atomic_save(load_checkpoint(src), dst)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# Link failures that a copy cannot get around: report them, don't fall back.
+_STORAGE_GONE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT)
+
+
+def resume_hint(output_dir: str | Path, removed: bool = False) -> str:
+    """Which checkpoint a run stopped by a fault of the machine continues from, as a clause.
+
+    `removed`: the fault was the output folder vanishing under the run (ENOENT).
+    """
+    last = Path(output_dir) / LAST
+    if removed and not Path(output_dir).is_dir():
+        return (
+            f"{output_dir} is gone, and its checkpoints with it: put it back and continue with "
+            "--resume, or start the run again"
+        )
+    if not last.is_file():
+        # The output-dir guard refuses a folder that holds run files without --overwrite.
+        again = " with --overwrite" if run_files(output_dir) else ""
+        return f"no checkpoint in {output_dir} yet: clear the fault and start the run again{again}"
+    try:
+        # mmap: only the small pickled parts are read, not the tensors.
+        state = torch.load(last, map_location="cpu", weights_only=True, mmap=True)
+        where = f"epoch {state['epoch']}, iteration {state['iter_in_epoch']}"
+    except Exception:  # unreadable (it is never half-written): say so rather than mislead
+        return f"{last} cannot be read: once the fault is cleared, start the run again"
+    return (
+        f"the last good checkpoint is {last} ({where}): clear the fault and continue with --resume"
+    )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

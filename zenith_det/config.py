@@ -39,7 +39,8 @@ BASELINE_OPTIMIZERS = ("dadapt_sgd", "prodigy", "schedulefree_sgd")
 # Optimizers that take no decay schedule: ZENITH's, and schedule-free SGD (its own warm-up only).
 UNSCHEDULED_OPTIMIZERS = (*ZENITH_OPTIMIZERS, "schedulefree_sgd")
 WARMUP_HISTORY = ("include", "exclude")  # optimizer.warmup_history
-DATA_SOURCES = ("deepforest_trees",)  # data.source
+# data.source: zenith_det.data.sources.SOURCES holds each one (a test checks they agree).
+DATA_SOURCES = ("deepforest_trees", "shapes_source", "shapes_target")
 SCHEDULES = ("none", "multistep", "cosine")
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
 GRAD_NORM_REDUCE = ("mean", "sum_squares")
@@ -86,7 +87,8 @@ class DataConfig:
     # Generate the embedded demo dataset into `root` if its annotation files are missing.
     demo: bool = False
     # Fetch and convert a packaged dataset into `root` if its files are missing: null, or
-    # "deepforest_trees" (real aerial photographs with tree-crown boxes; zenith_det/data).
+    # "deepforest_trees" (real aerial photographs with tree-crown boxes; zenith_det/data), or
+    # generate one: "shapes_source", "shapes_target" (data/synthetic_variants.py).
     source: str | None = None
 
 
@@ -148,6 +150,10 @@ class TrainConfig:
     max_consecutive_nonfinite: int = 20
     dist_timeout_s: float = 1800.0
     max_iters_per_epoch: int | None = None  # truncate epochs (smoke tests, benchmarks)
+    # Also log to <output_dir>/tensorboard/ (rank 0): metrics.jsonl's scalars and, at each
+    # evaluation, a few val images with predictions. Off by default: it needs the optional
+    # tensorboard package (pip install 'zenith_det[tensorboard]').
+    tensorboard: bool = False
 
 
 @dataclass
@@ -430,6 +436,15 @@ def _build(data: Any, origins: Origins) -> Config:
 # --- public API -----------------------------------------------------------------------------------
 
 
+# The block of a run's config.yaml that records the data's categories (ids, names, keypoint
+# names, skeleton) for tools that label predictions: written by training, not read as config.
+RECORDED_CATEGORIES = "categories"
+_RECORDED_NOTE = (
+    "# Recorded by training from the training data, not a setting (load_config skips it):\n"
+    "# the names tools/predict.py gives the model's labels.\n"
+)
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config with its `_base_` files, apply `--set a.b=value` overrides, validate.
 
@@ -439,7 +454,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         overrides = [overrides]
     name = str(path)
     tree = load_tree(name, overrides)
+    if isinstance(tree.data, dict):
+        tree.data.pop(RECORDED_CATEGORIES, None)  # what training recorded, not a setting
     return _build(tree.data, Origins(name, tree.origins))
+
+
+def recorded_categories(path: str | Path) -> dict[str, Any] | None:
+    """The `categories` block training wrote into a run's config.yaml (plain values), if any.
+
+    `zenith_det.categories.CategoryInfo.from_dict` reads it; `load_config` skips it.
+    """
+    tree = load_tree(str(path))
+    value = tree.data.get(RECORDED_CATEGORIES) if isinstance(tree.data, dict) else None
+    return value if isinstance(value, dict) else None
 
 
 def config_from_dict(d: dict[str, Any], source: str = "<dict>") -> Config:
@@ -452,11 +479,21 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    """Write the Config as YAML that `load_config` reads back to an equal Config."""
+def save_config(cfg: Config, path: str | Path, categories: dict[str, Any] | None = None) -> None:
+    """Write the Config as YAML that `load_config` reads back to an equal Config.
+
+    `categories` (`CategoryInfo.to_dict()`, what training saw in the data) is appended as a
+    block of its own that `recorded_categories` reads and `load_config` skips.
+    """
+    from zenith_det import storage  # here: the config layer imports nothing else at module level
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dump_yaml(config_to_dict(cfg)), encoding="utf-8")
+    text = dump_yaml(config_to_dict(cfg))
+    if categories is not None:
+        text += _RECORDED_NOTE + dump_yaml({RECORDED_CATEGORIES: categories})
+    with storage.writing(path, "config"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    storage.atomic_write_text(path, text, "config")
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -7,7 +7,9 @@ run), never a traceback, and an exit code that says which kind it was:
   ranks that disagree. Every such error is a `UserError`;
 - 3 (`DIVERGED`): training stopped itself after train.max_consecutive_nonfinite non-finite
   steps; last.pth holds the state from before them;
-- 1 (`PEER_FAILED`): this rank stopped because another rank failed or stopped answering.
+- 1 (`PEER_FAILED`): this rank stopped because another rank failed or stopped answering;
+- 4 (`ENVIRONMENT`): the machine refused a write (disk full, read-only, permission, folder
+  removed): a `StorageError` naming the file and the last good checkpoint.
 
 Anything else is a bug and keeps its traceback (Python's exit code 1). This module imports
 nothing from the rest of the package, so every module can raise these without an import cycle.
@@ -24,6 +26,7 @@ from typing import NoReturn
 USAGE_ERROR = 2
 DIVERGED = 3
 PEER_FAILED = 1
+ENVIRONMENT = 4
 
 
 class UserError(Exception):
@@ -84,6 +87,33 @@ class PeerFailureError(RuntimeError):
     """This rank stopped because another rank failed or went silent; the message names it."""
 
     exit_code = PEER_FAILED
+
+
+class StorageError(RuntimeError):
+    """The machine's storage refused a write: one line naming the file and the fault, exit 4.
+
+    `hint` is appended after the fault (what to do: which checkpoint to `--resume` from).
+    """
+
+    exit_code = ENVIRONMENT
+
+    def __init__(self, path: object, what: str, reason: str, hint: str = "") -> None:
+        """Keep the parts; the message is rendered from them (and again when a hint is added)."""
+        self.path, self.what, self.reason, self.hint = str(path), what, reason, hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        line = f"cannot write {self.what} {self.path}: {self.reason}"
+        return f"{line}; {self.hint}" if self.hint else line
+
+    def with_hint(self, hint: str) -> StorageError:
+        """This error with `hint` (e.g. the checkpoint to resume from) appended to its line."""
+        self.hint = hint
+        self.args = (self._render(),)
+        return self
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str, str]]:
+        return (type(self), (self.path, self.what, self.reason, self.hint))
 
 
 def exit_code_for(exc: BaseException) -> int | None:

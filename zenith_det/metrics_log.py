@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from zenith_det import storage
 
 
 class MetricsWriter:
@@ -14,22 +17,31 @@ class MetricsWriter:
     def __init__(self, path: str | Path, enabled: bool) -> None:
         self.path = Path(path)
         self.enabled = enabled
+        self._listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, listener: Callable[[dict[str, Any]], None]) -> None:
+        """Call `listener(record)` after each record is written (e.g. TensorBoard's scalars)."""
+        self._listeners.append(listener)
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one record and flush, so a crash loses at most the record being written."""
         if not self.enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(_finite_or_str(record), sort_keys=True) + "\n")
+        # No mkdir: the run made the folder, and one removed under the run is a fault to report.
+        with storage.writing(self.path, "metrics.jsonl"):
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(_finite_or_str(record), sort_keys=True) + "\n")
+        for listener in self._listeners:
+            listener(record)
 
     def truncate_after(self, global_step: int) -> None:
         """On resume, drop records newer than the checkpoint so the file reads as one run."""
         if not self.enabled or not self.path.is_file():
             return
         kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= global_step]
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(_finite_or_str(r), sort_keys=True) + "\n" for r in kept)
+        # Atomic: a fault mid-rewrite must not lose the records of the run so far.
+        text = "".join(json.dumps(_finite_or_str(r), sort_keys=True) + "\n" for r in kept)
+        storage.atomic_write_text(self.path, text, "metrics.jsonl")
 
 
 _NON_FINITE = {str(v): v for v in (math.nan, math.inf, -math.inf)}

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from zenith_det import storage
 from zenith_det.config import Config, config_warnings
-from zenith_det.errors import SetupError
+from zenith_det.errors import SetupError, StorageError
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json")
 
@@ -33,7 +34,12 @@ def run_files(output_dir: str | Path) -> list[str]:
 
 
 def check_writable_dir(path: str | Path, what: str) -> None:
-    """Raise SetupError unless `path` is, or can be created as, a directory we may write to."""
+    """Raise unless `path` is, or can be created as, a directory we may write to.
+
+    A file in the way is the user's choice (SetupError, exit 2); a folder the machine will not
+    let us write (read-only file system, permissions, full) is found by a real write, which
+    every file system answers truthfully, and raised as StorageError (exit 4).
+    """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SetupError(f"{what} {path} is a file, not a directory: choose another path")
@@ -44,8 +50,7 @@ def check_writable_dir(path: str | Path, what: str) -> None:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise SetupError(f"{what} {path} cannot be created: {ancestor} is a file, not a directory")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SetupError(f"{what} {path} cannot be written: no write permission on {ancestor}")
+    storage.check_writable(ancestor, what, target=None if ancestor == path else path)
 
 
 def output_dir_problem(output_dir: str | Path, resume: str | bool | None) -> str | None:
@@ -71,7 +76,7 @@ def output_dir_problem(output_dir: str | Path, resume: str | bool | None) -> str
 
 
 def check_output_dir(output_dir: str | Path, resume: str | bool | None) -> None:
-    """Raise SetupError on every rank when rank 0 finds that the run may not use `output_dir`.
+    """Raise SetupError (StorageError) on every rank when rank 0 finds `output_dir` unusable.
 
     Rank 0 decides (it is the rank that writes there) and every rank receives its answer, so
     all of them stop together, before any of them has written anything.
@@ -79,8 +84,15 @@ def check_output_dir(output_dir: str | Path, resume: str | bool | None) -> None:
     # Imported here: tools/eval.py's file mode uses this module's checks without torch.
     from zenith_det import distributed as dist_utils
 
-    problem = output_dir_problem(output_dir, resume) if dist_utils.is_main_process() else None
+    problem: str | StorageError | None = None
+    if dist_utils.is_main_process():
+        try:
+            problem = output_dir_problem(output_dir, resume)
+        except StorageError as exc:  # every rank stops with its line and exit code 4
+            problem = exc
     problem = dist_utils.broadcast_object(problem)
+    if isinstance(problem, StorageError):
+        raise problem
     if problem:
         raise SetupError(problem)
 

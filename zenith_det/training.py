@@ -13,6 +13,7 @@ reports and raises `PeerFailureError` naming them. See docs/reliability.md.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import random
@@ -28,6 +29,9 @@ from torch import nn
 
 from zenith_det import checkpoint as ckpt
 from zenith_det import distributed as dist_utils
+from zenith_det import storage
+from zenith_det.categories import CategoryInfo
+from zenith_det.categories import describe as describe_categories
 from zenith_det.config import (
     Config,
     config_diff,
@@ -38,20 +42,17 @@ from zenith_det.config import (
     primary_metric,
     save_config,
 )
-from zenith_det.data import (
-    build_train_loader,
-    build_val_loader,
-    ensure_demo_dataset,
-)
-from zenith_det.data.deepforest_trees import ensure_deepforest_trees_dataset
+from zenith_det.data import build_train_loader, build_val_loader
+from zenith_det.data.sources import ensure_dataset
 from zenith_det.engine import Hook, TrainLoop, iters_per_epoch, train_one_epoch
-from zenith_det.errors import PeerFailureError, SetupError, error_line
+from zenith_det.errors import PeerFailureError, SetupError, StorageError, error_line
 from zenith_det.evaluation import CocoEvaluator, evaluate_model, format_table, write_report
 from zenith_det.metrics_log import MetricsWriter
 from zenith_det.models import build_model
 from zenith_det.resume_check import check_resume_compatible
 from zenith_det.run_dir import check_before_start
 from zenith_det.solver import Scheduler, build_optimizer, build_scheduler, optimizer_hooks
+from zenith_det.tensorboard_log import tensorboard_hooks
 
 
 @dataclass(kw_only=True)
@@ -85,6 +86,9 @@ def run_training(cfg: Config, resume: str | bool | None = None, hooks: Sequence[
     try:
         return _run(cfg, info, resume, hooks)
     except Exception as exc:
+        if isinstance(exc, StorageError) and not exc.hint:
+            # Said by the rank that hit it, and carried in its report to the others.
+            _add_resume_hint(exc, cfg.output_dir)
         peer_failure = _peer_failure(exc, info, cfg.train.dist_timeout_s)
         if peer_failure is None:
             raise
@@ -122,14 +126,19 @@ def _peer_failure(
         return None
     reports = dist_utils.failure_reports(info.rank, info.world_size)
     if reports:
-        causes = "; ".join(f"rank {rank} failed with {text}" for rank, text in reports.items())
-        return PeerFailureError(f"stopped because {causes}")
+        return _stopped_because(reports)
     others = [rank for rank in range(info.world_size) if rank != info.rank]
     return PeerFailureError(
         f"lost contact with rank(s) {others} and none of them reported an error: one was killed "
         f"(e.g. out of memory) or is hung (train.dist_timeout_s={timeout_s:g}); "
         f"{type(exc).__name__}: {error_line(exc)}"
     )
+
+
+def _stopped_because(reports: dict[int, str]) -> PeerFailureError:
+    """The error of a rank that stops because the ranks in `reports` failed with these lines."""
+    causes = "; ".join(f"rank {rank} failed with {text}" for rank, text in reports.items())
+    return PeerFailureError(f"stopped because {causes}")
 
 
 def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) -> Job:
@@ -150,6 +159,9 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
     scaler = torch.amp.GradScaler(
         info.device.type, enabled=cfg.train.amp and info.device.type == "cuda"
     )
+    writer = MetricsWriter(Path(cfg.output_dir) / "metrics.jsonl", info.is_main)
+    # Last: TensorBoard's pictures at an evaluation see the weights the other hooks set up.
+    board = tensorboard_hooks(cfg, info.is_main, writer, val_loader.dataset)
     return Job(
         cfg=cfg,
         info=info,
@@ -161,8 +173,8 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
         val_loader=val_loader,
         device=info.device,
         manager=ckpt.CheckpointManager(cfg.output_dir, cfg.train.keep_last),
-        writer=MetricsWriter(Path(cfg.output_dir) / "metrics.jsonl", info.is_main),
-        hooks=optimizer_hooks(cfg, optimizer, scheduler) + list(hooks),
+        writer=writer,
+        hooks=optimizer_hooks(cfg, optimizer, scheduler) + list(hooks) + board,
         show_progress=info.is_main,
     )
 
@@ -214,13 +226,18 @@ def _log_data_summary(dataset) -> None:
         stats.degenerate,
         stats.crowd,
     )
+    info = run_categories(dataset)
+    dist_utils.get_logger().info("categories (%d): %s", len(info.ids), describe_categories(info))
+
+
+def run_categories(dataset) -> CategoryInfo:
+    """The categories a run trains on (recorded in its checkpoints and config.yaml)."""
+    return CategoryInfo.from_coco(dataset.coco, dataset.task)
 
 
 def _prepare_data(cfg: Config, info: dist_utils.DistInfo) -> None:
-    if cfg.data.demo and info.is_main:
-        ensure_demo_dataset(cfg.data)
-    if cfg.data.source == "deepforest_trees" and info.is_main:
-        ensure_deepforest_trees_dataset(Path(cfg.data.root))
+    if info.is_main:
+        ensure_dataset(cfg.data)  # data/ knows each source: the demo, fetched and generated sets
     dist_utils.barrier()  # the other ranks read the data files only once rank 0 wrote them
 
 
@@ -315,10 +332,26 @@ def _write_run_files(job: Job) -> None:
                 "only the first evaluated checkpoint",
                 Path(job.cfg.data.root) / job.cfg.data.val_annotations,
             )
-        Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml")
+        with storage.writing(job.cfg.output_dir, "output_dir"):
+            Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
+        _warn_if_low_space(job)
+        categories = run_categories(job.train_loader.dataset).to_dict()
+        save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml", categories)
         for path in job.manager.remove_stale_temps():
             dist_utils.get_logger().info("removed %s, a write a killed run left unfinished", path)
+
+
+def _warn_if_low_space(job: Job) -> None:
+    # Snapshots and best.pth are hard links to last.pth, so a write needs one checkpoint's
+    # space; the snapshot that keeps the current last.pth alive needs a second.
+    size = ckpt.estimate_nbytes(job.bare_model, job.optimizer)
+    what = (
+        f"the next checkpoint and one snapshot (2 x {storage.format_bytes(size)}; snapshots are "
+        "hard links to last.pth)"
+    )
+    line = storage.space_warning(job.cfg.output_dir, 2 * size, what)
+    if line:
+        dist_utils.get_logger().warning(line)
 
 
 def _train_epochs(job: Job) -> dict:
@@ -403,6 +436,7 @@ def _save(job: Job, snapshot: bool, is_best: bool) -> None:
     job.call("before_checkpoint")
     # Every rank's RNG state travels to rank 0 so a resumed DDP run redraws the same samples.
     rng_states = dist_utils.gather_object_to_main(ckpt.capture_rng_state())
+    failure = None
     if job.info.is_main:
         state = {
             "model": job.bare_model.state_dict(),
@@ -412,13 +446,36 @@ def _save(job: Job, snapshot: bool, is_best: bool) -> None:
             "progress": job.progress.state_dict(),
             "rng": rng_states,
             "config": config_to_dict(job.cfg),
+            "categories": run_categories(job.train_loader.dataset).to_dict(),
             "arch": job.cfg.model.arch,
             "epoch": job.progress.epoch,
             "iter_in_epoch": job.progress.iter_in_epoch,
         }
-        job.manager.save(state, snapshot=snapshot, is_best=is_best)
-    dist_utils.barrier()
+        failure = _write_checkpoint(job, state, snapshot, is_best)
+    # Not a bare barrier: a write rank 0 could not make reaches the others now, rather than when
+    # its process has exited and closed its sockets (seconds, for a process with torch loaded).
+    own = None if failure is None else f"StorageError: {error_line(failure)}"
+    line = dist_utils.broadcast_object(own)
+    if failure is not None:
+        raise failure
+    if line is not None:
+        raise _stopped_because({0: line})
     job.call("after_checkpoint")
+
+
+def _write_checkpoint(job: Job, state: dict, snapshot: bool, is_best: bool) -> StorageError | None:
+    """Rank 0's write of `state`; a fault of the machine is returned, with the resume hint."""
+    try:
+        job.manager.save(state, snapshot=snapshot, is_best=is_best)
+    except StorageError as exc:
+        return _add_resume_hint(exc, job.cfg.output_dir)
+    return None
+
+
+def _add_resume_hint(exc: StorageError, output_dir: str) -> StorageError:
+    cause = exc.__cause__
+    removed = isinstance(cause, OSError) and cause.errno == errno.ENOENT
+    return exc.with_hint(ckpt.resume_hint(output_dir, removed=removed))
 
 
 def _finish(job: Job, metrics: dict) -> dict:
@@ -433,7 +490,8 @@ def _finish(job: Job, metrics: dict) -> dict:
         "output_dir": str(job.cfg.output_dir),
     }
     if job.info.is_main:
-        (Path(job.cfg.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        path = Path(job.cfg.output_dir) / "summary.json"
+        storage.atomic_write_text(path, json.dumps(summary, indent=2), "summary")
         print(format_summary(summary), flush=True)
     return summary
 

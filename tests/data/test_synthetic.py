@@ -118,7 +118,7 @@ def test_ensure_generates_once_and_checks_the_layout(
     cfg = DataConfig(root=str(tmp_path / "demo"), **demo_data_fields("detection"))
     assert ensure_demo_dataset(cfg) is True
     assert ensure_demo_dataset(cfg) is False and len(calls) == 1
-    assert not list((tmp_path / "demo").rglob("*.tmp"))
+    assert not list((tmp_path / "demo").rglob(".*.tmp*"))
     assert ensure_demo_dataset(DataConfig(root=str(tmp_path / "off"), demo=False)) is False
     wrong = DataConfig(root=str(tmp_path / "x"), demo=True, train_images="train", val_images="val")
     with pytest.raises(ValueError, match="train_annotations"):

@@ -26,8 +26,6 @@ import colorsys
 import io
 import json
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +46,7 @@ from zenith_det.data.shapes import (
     triangle,
 )
 from zenith_det.errors import ConfigError
+from zenith_det.storage import atomic_write_bytes
 
 FIGURE, ELLIPSE, RECTANGLE, TRIANGLE = 1, 2, 4, 5
 FIGURE_CATEGORY = {"id": FIGURE, "name": "figure", "supercategory": "figure"}
@@ -326,10 +325,12 @@ def coco_document(
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a unique temporary file beside ``path`` and rename it into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """Write ``data`` to a unique temporary file beside ``path`` and rename it into place.
+
+    `storage.atomic_write_bytes` without the fsyncs: a dataset half-written by a crash is
+    regenerated (annotation files come last), so the hundreds of images need not be durable.
+    """
+    atomic_write_bytes(path, data, "dataset file", durable=False)
 
 
 def generate_demo_dataset(

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from pycocotools.coco import COCO
 
+from zenith_det.categories import keep_known_labels
 from zenith_det.distributed import broadcast_object, gather_object_to_main
 from zenith_det.evaluation.records import DetectionBuffer, DetectionRecords, merge_stores
 from zenith_det.evaluation.scoring import (
@@ -32,7 +33,7 @@ class CocoEvaluator:
 
     Every rank must call `summarize()` (it is a collective). Configuration errors (unknown iou
     type or backend, OKS sigmas that do not match the dataset's keypoints) raise here, on
-    every rank.
+    every rank. `per_image_ap` adds each image's own AP to the result (`EvalResult.image_ap`).
     """
 
     def __init__(
@@ -42,12 +43,18 @@ class CocoEvaluator:
         kpt_oks_sigmas: Sequence[float] | None = None,
         backend: str = "pycocotools",
         chunk_images: int = DEFAULT_CHUNK_IMAGES,
+        per_image_ap: bool = False,
     ) -> None:
         self.iou_types = check_iou_types(iou_types)
-        self.scorer = CocoScorer(coco_gt, self.iou_types, kpt_oks_sigmas, backend, chunk_images)
+        self.scorer = CocoScorer(
+            coco_gt, self.iou_types, kpt_oks_sigmas, backend, chunk_images, per_image_ap
+        )
         self._buffer = DetectionBuffer(
             keep_masks="segm" in self.iou_types, keep_keypoints="keypoints" in self.iou_types
         )
+        # A model has an output for every id below num_classes, the ids the data skips too;
+        # a detection of those is no category's, and its results file would not re-score.
+        self._category_ids = list(coco_gt.getCatIds())
 
     def update(
         self, outputs: Sequence[Mapping[str, torch.Tensor]], image_ids: Sequence[int]
@@ -55,11 +62,12 @@ class CocoEvaluator:
         """Add one batch: model outputs in original image coordinates and their COCO image ids.
 
         An image with no detection must still be passed: its ground truth counts as missed.
+        Detections whose label is not a category of the ground truth are dropped.
         """
         if len(outputs) != len(image_ids):
             raise ValueError(f"{len(outputs)} outputs for {len(image_ids)} image ids")
         for image_id, output in zip(image_ids, outputs, strict=True):
-            self._buffer.add(int(image_id), output)
+            self._buffer.add(int(image_id), keep_known_labels(output, self._category_ids))
 
     def summarize(self) -> EvalResult:
         """Gather to rank 0, score once, share the numbers; `detections` is set on rank 0 only."""

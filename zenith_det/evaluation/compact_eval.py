@@ -114,3 +114,54 @@ def _offsets(counts: list[int]) -> np.ndarray:
 
 def _join(parts: list[np.ndarray], empty: np.ndarray, axis: int = 0) -> np.ndarray:
     return np.concatenate(parts, axis=axis) if parts else empty
+
+
+def image_average_precisions(
+    eval_imgs: Sequence[dict | None], params: Any, image_ids: Sequence[int]
+) -> dict[int, float]:
+    """Each image's own COCOeval AP (area "all", largest maxDets) from one `evaluate()`.
+
+    `eval_imgs` and `params` are a COCOeval's after `evaluate()` over exactly `image_ids`
+    (sorted). The value is what COCOeval's `stats[0]` would be with `params.imgIds = [id]`:
+    the mean, over the image's categories that have ground truth to find, of the precision at
+    every IoU and recall threshold. Images with no such category are left out (-1 there).
+    """
+    num_areas, count = len(params.areaRng), len(image_ids)
+    num_cats = len(eval_imgs) // (num_areas * count) if count else 0
+    max_det = params.maxDets[-1]
+    out: dict[int, float] = {}
+    for i, image_id in enumerate(image_ids):
+        values = []
+        for k in range(num_cats):
+            entry = eval_imgs[k * num_areas * count + i]  # area range 0 is "all"
+            precision = None if entry is None else _entry_precision(entry, params.recThrs, max_det)
+            if precision is not None:
+                values.append(precision.mean())
+        if values:
+            out[int(image_id)] = float(np.mean(values))
+    return out
+
+
+def _entry_precision(entry: dict, rec_thrs: np.ndarray, max_det: int) -> np.ndarray | None:
+    """[T, R] interpolated precision of one (category, image), as `accumulate()` computes it."""
+    gt_ignore = np.asarray(entry["gtIgnore"]) != 0
+    found = int(np.count_nonzero(~gt_ignore))
+    if found == 0:
+        return None  # nothing to find: accumulate() leaves -1 here
+    order = np.argsort(-np.asarray(entry["dtScores"][:max_det]), kind="mergesort")
+    matched = (np.asarray(entry["dtMatches"])[:, :max_det] != 0)[:, order]
+    ignored = np.asarray(entry["dtIgnore"])[:, :max_det].astype(bool)[:, order]
+    tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
+    fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
+    out = np.zeros((tp.shape[0], len(rec_thrs)))
+    if tp.shape[1] == 0:
+        return out
+    recall = tp / found
+    precision = tp / (fp + tp + np.spacing(1))
+    # accumulate()'s envelope: each precision is the best at this recall or beyond.
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    for t in range(tp.shape[0]):
+        index = np.searchsorted(recall[t], rec_thrs, side="left")
+        reached = index < tp.shape[1]
+        out[t, reached] = precision[t, index[reached]]
+    return out

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from zenith_det import storage
+from zenith_det.evaluation.pictures import write_pictures
 from zenith_det.evaluation.scoring import DETECTION_STATS, KEYPOINT_STATS, EvalResult
 
 METRICS_FILE = "metrics.json"
@@ -64,19 +66,20 @@ def metrics_dict(result: EvalResult) -> dict[str, Any]:
 
 
 def write_detections(records: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    """Write COCO result records as a JSON list, one record per line, streaming."""
-    path = Path(path)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("[")
+    """Write COCO result records as a JSON list, one record per line, streaming, atomically."""
+
+    def stream(f: BinaryIO) -> None:
+        f.write(b"[")
         for n, record in enumerate(records):
-            f.write(",\n" if n else "\n")
-            f.write(json.dumps(record))
-        f.write("\n]\n")
-    return path
+            f.write((",\n" if n else "\n").encode() + json.dumps(record).encode("utf-8"))
+        f.write(b"\n]\n")
+
+    # Atomic: a disk that fills up mid-file leaves the previous file, not a torn JSON list.
+    return storage.atomic_write(path, stream, "detections")
 
 
-def render_report(result: EvalResult) -> str:
-    """The text of report.md."""
+def render_report(result: EvalResult, pictures: str = "") -> str:
+    """The text of report.md; `pictures` is the Markdown section that links the PNG files."""
     parts = [
         "# COCO evaluation\n",
         f"{result.num_images} images; iou types: {', '.join(result.metrics)}.\n",
@@ -84,6 +87,8 @@ def render_report(result: EvalResult) -> str:
         "## Per-category AP\n",
         format_per_category(result),
     ]
+    if pictures:
+        parts.append(pictures)
     for iou_type, text in result.summary_text.items():
         parts.append(f"## pycocotools summary: {iou_type}\n\n```\n{text.rstrip()}\n```\n")
     return "\n".join(parts)
@@ -92,17 +97,24 @@ def render_report(result: EvalResult) -> str:
 def write_report(
     result: EvalResult, output_dir: str | Path, detections: bool = True
 ) -> dict[str, Path]:
-    """Write metrics.json, report.md and (where the result has them) detections.json.
+    """Write metrics.json, report.md, its pictures and (where the result has them)
+    detections.json.
 
     Call it on rank 0: that is where `result.detections` lives. `detections=False` skips
     detections.json (with masks it is large; a periodic evaluation may not want it each
-    time). Returns the paths written.
+    time). The pictures (`pictures.write_pictures`: PR curves, per-category AP) are PNG files
+    beside report.md, linked from it. Returns the paths written.
     """
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with storage.writing(out, "evaluation folder"):
+        out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / METRICS_FILE, "report": out / REPORT_FILE}
-    paths["metrics"].write_text(json.dumps(metrics_dict(result), indent=2) + "\n", "utf-8")
-    paths["report"].write_text(render_report(result), "utf-8")
+    metrics_text = json.dumps(metrics_dict(result), indent=2) + "\n"
+    storage.atomic_write_text(paths["metrics"], metrics_text, "evaluation metrics")
+    pictures = write_pictures(result, out)
+    paths.update(pictures.paths)
+    report_text = render_report(result, pictures.markdown)
+    storage.atomic_write_text(paths["report"], report_text, "evaluation report")
     if detections and result.detections is not None:
         paths["detections"] = write_detections(result.detections, out / DETECTIONS_FILE)
     return paths

@@ -235,17 +235,19 @@ def evaluate_detections(
     kpt_oks_sigmas: Sequence[float] | None = None,
     backend: str = "pycocotools",
     image_ids: Sequence[int] | None = None,
+    per_image_ap: bool = False,
 ) -> EvalResult:
     """Score COCO result records (no model) over `image_ids` (default: every ground-truth image).
 
     `iou_types` defaults to those whose field every record carries. Bad records, or OKS sigmas
     that do not fit the annotations, raise ResultFileError; `detections` is kept in the result.
+    `per_image_ap` also scores each image alone (`EvalResult.image_ap`).
     """
     check_backend(backend)
     records = check_records(detections, coco_gt)
     types = check_iou_types(iou_types) if iou_types else infer_iou_types(records)
     try:
-        scorer = CocoScorer(coco_gt, types, kpt_oks_sigmas, backend)
+        scorer = CocoScorer(coco_gt, types, kpt_oks_sigmas, backend, per_image_ap=per_image_ap)
     except ValueError as exc:  # OKS sigmas vs the dataset's keypoints, keypoint ground truth
         raise ResultFileError(str(exc), source="annotations") from None
     check_fields(records, coco_gt, types, scorer)
@@ -261,6 +263,7 @@ def evaluate_result_file(
     iou_types: Sequence[str] | None = None,
     kpt_oks_sigmas: Sequence[float] | None = None,
     backend: str = "pycocotools",
+    per_image_ap: bool = False,
 ) -> EvalResult:
     """`evaluate_detections` on two JSON files; an input problem is a one-line ResultFileError
     that names the file at fault."""
@@ -268,7 +271,9 @@ def evaluate_result_file(
     coco_gt = load_ground_truth(annotations)
     records = read_json(detections)
     try:
-        return evaluate_detections(coco_gt, records, iou_types, kpt_oks_sigmas, backend)
+        return evaluate_detections(
+            coco_gt, records, iou_types, kpt_oks_sigmas, backend, per_image_ap=per_image_ap
+        )
     except ResultFileError as exc:
         path = annotations if exc.source == "annotations" else detections
         raise ResultFileError(f"{path}: {exc}", source=exc.source) from None

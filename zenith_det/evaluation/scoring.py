@@ -20,14 +20,14 @@ import contextlib
 import copy
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from zenith_det.evaluation.compact_eval import EvalImgsPacker
+from zenith_det.evaluation.compact_eval import EvalImgsPacker, image_average_precisions
 
 IOU_TYPES = ("bbox", "segm", "keypoints")
 # The field of a COCO result record that each iou type scores.
@@ -48,6 +48,21 @@ DEFAULT_CHUNK_IMAGES = 100
 RecordSource = Callable[[Sequence[int], str], list[dict[str, Any]]]
 
 
+@dataclass(eq=False)
+class PrecisionCurves:
+    """COCOeval's accumulated precision of one iou type at area "all" and the largest maxDets.
+
+    `precision[t, r, k]` is the interpolated precision at IoU (or OKS) threshold t, recall
+    threshold r, category k (named as in `per_category`); -1 where category k has no ground
+    truth. The mean over the entries > -1 is COCOeval's AP.
+    """
+
+    iou_thresholds: np.ndarray  # [T]
+    recall_thresholds: np.ndarray  # [R]
+    categories: list[str]  # [K]
+    precision: np.ndarray  # [T, R, K]
+
+
 @dataclass
 class IouTypeScore:
     """pycocotools' results for one iou type."""
@@ -55,6 +70,9 @@ class IouTypeScore:
     stats: dict[str, float]  # STAT_NAMES[iou_type] -> COCOeval.stats value
     per_category: dict[str, float]  # category name -> AP@[.50:.95], -1 where undefined
     summary_text: str  # COCOeval.summarize()'s printed block
+    curves: PrecisionCurves | None = None
+    # image id -> COCOeval's AP of that image alone (CocoScorer(per_image_ap=True) only).
+    image_ap: dict[int, float] | None = None
 
 
 def quiet_coco(dataset: dict[str, Any]) -> COCO:
@@ -142,7 +160,10 @@ class EvalResult:
 
     `metrics[iou_type][stat]` are COCOeval's `stats` (fractions; -1 where undefined),
     `per_category[iou_type][name]` the AP@[.50:.95] of each category, `summary_text` the block
-    COCOeval prints, `detections` the scored COCO result records (rank 0 only, else None).
+    COCOeval prints, `detections` the scored COCO result records (rank 0 only, else None),
+    `curves[iou_type]` the precision-recall data the report plots, `image_ap[iou_type]` each
+    image's own AP (only when asked for: `CocoScorer(per_image_ap=True)`; images whose ground
+    truth has nothing to find are left out).
     """
 
     metrics: dict[str, dict[str, float]]
@@ -150,6 +171,8 @@ class EvalResult:
     summary_text: dict[str, str]
     num_images: int
     detections: Sequence[dict[str, Any]] | None = None
+    curves: dict[str, PrecisionCurves] = field(default_factory=dict)
+    image_ap: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def check_iou_types(iou_types: Sequence[str]) -> tuple[str, ...]:
@@ -180,7 +203,9 @@ class CocoScorer:
 
     Everything that can be checked without detections (iou types, backend, OKS sigmas
     against the dataset's keypoint count) is checked here, so every rank fails alike and
-    early instead of rank 0 failing alone at the end.
+    early instead of rank 0 failing alone at the end. `per_image_ap` also computes each
+    image's own AP (for `tools/eval.py --visualize`); the faster_coco_eval backend keeps its
+    per-image results in C++, out of reach, so it cannot.
     """
 
     def __init__(
@@ -190,12 +215,19 @@ class CocoScorer:
         kpt_oks_sigmas: Sequence[float] | None = None,
         backend: str = "pycocotools",
         chunk_images: int = DEFAULT_CHUNK_IMAGES,
+        per_image_ap: bool = False,
     ) -> None:
         self.iou_types = check_iou_types(iou_types)
         check_backend(backend)
         if chunk_images < 1:
             raise ValueError(f"chunk_images must be >= 1, got {chunk_images}")
+        if per_image_ap and backend != "pycocotools":
+            raise ValueError(
+                f"per-image AP needs the pycocotools eval backend, not {backend!r} (it keeps "
+                "its per-image results out of Python's reach)"
+            )
         self.backend = backend
+        self.per_image_ap = per_image_ap
         self.chunk_images = chunk_images
         self.coco_gt = private_ground_truth(coco_gt)
         self.kpt_oks_sigmas: np.ndarray | None = None
@@ -226,14 +258,17 @@ class CocoScorer:
         unknown = [i for i in image_ids if i not in self.coco_gt.imgs]
         if unknown:
             raise ValueError(f"image ids not in the ground truth: {unknown[:5]}")
+        image_ap: dict[int, float] | None = None
         if self.backend == "faster_coco_eval":
             coco_eval, summary = self._run_faster(iou_type, image_ids, records_for)
         else:
-            coco_eval, summary = self._run_pycocotools(iou_type, image_ids, records_for)
+            image_ap = {} if self.per_image_ap else None
+            coco_eval, summary = self._run_pycocotools(iou_type, image_ids, records_for, image_ap)
         names = STAT_NAMES[iou_type]
         values = [float(v) for v in coco_eval.stats[: len(names)]]
         stats = dict(zip(names, values, strict=True))
-        return IouTypeScore(stats, self._per_category(coco_eval), summary)
+        curves = self._curves(coco_eval)
+        return IouTypeScore(stats, self._per_category(coco_eval), summary, curves, image_ap)
 
     def _configure(self, params: Any, iou_type: str, image_ids: list[int]) -> None:
         params.imgIds = list(image_ids)
@@ -243,7 +278,11 @@ class CocoScorer:
             params.kpt_oks_sigmas = self.kpt_oks_sigmas.copy()
 
     def _run_pycocotools(
-        self, iou_type: str, image_ids: list[int], records_for: RecordSource
+        self,
+        iou_type: str,
+        image_ids: list[int],
+        records_for: RecordSource,
+        image_ap: dict[int, float] | None = None,
     ) -> tuple[COCOeval, str]:
         coco_eval = COCOeval(self.coco_gt, iouType=iou_type)
         self._configure(coco_eval.params, iou_type, image_ids)
@@ -258,6 +297,8 @@ class CocoScorer:
                 coco_eval.params.imgIds = chunk
                 coco_eval.evaluate()
                 packer.add_chunk(coco_eval.evalImgs, first, len(chunk))
+                if image_ap is not None:  # filled in place: the caller's dict
+                    image_ap.update(image_average_precisions(coco_eval.evalImgs, params, chunk))
                 coco_eval.evalImgs, coco_eval.ious = [], {}  # drop this chunk's bulk now
             coco_eval.cocoDt, coco_eval._gts, coco_eval._dts = None, {}, {}
             # What evaluate() over all images would leave: every image id, sorted, once.
@@ -287,6 +328,15 @@ class CocoScorer:
         coco_eval.print_function = lines.append
         coco_eval.summarize()
         return coco_eval, "\n".join(lines) + "\n"
+
+    def _curves(self, coco_eval: Any) -> PrecisionCurves:
+        params = coco_eval.params
+        return PrecisionCurves(
+            iou_thresholds=np.asarray(params.iouThrs, dtype=np.float64).copy(),
+            recall_thresholds=np.asarray(params.recThrs, dtype=np.float64).copy(),
+            categories=_category_names(self.coco_gt, params.catIds),
+            precision=np.asarray(coco_eval.eval["precision"])[:, :, :, 0, -1].astype(np.float64),
+        )
 
     def _per_category(self, coco_eval: Any) -> dict[str, float]:
         # precision is (iou thr, recall thr, category, area range, max dets): area "all" is
@@ -323,10 +373,14 @@ def score_all(
     scorer: CocoScorer, image_ids: Sequence[int], records_for: RecordSource
 ) -> EvalResult:
     """Score every iou type of `scorer` over `image_ids`; `detections` is left for the caller."""
-    metrics, per_category, text = {}, {}, {}
+    result = EvalResult({}, {}, {}, num_images=len(set(image_ids)))
     for iou_type in scorer.iou_types:
         score = scorer.score(iou_type, image_ids, records_for)
-        metrics[iou_type] = score.stats
-        per_category[iou_type] = score.per_category
-        text[iou_type] = score.summary_text
-    return EvalResult(metrics, per_category, text, num_images=len(set(image_ids)))
+        result.metrics[iou_type] = score.stats
+        result.per_category[iou_type] = score.per_category
+        result.summary_text[iou_type] = score.summary_text
+        if score.curves is not None:
+            result.curves[iou_type] = score.curves
+        if score.image_ap is not None:
+            result.image_ap[iou_type] = score.image_ap
+    return result

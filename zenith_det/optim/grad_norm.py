@@ -1,6 +1,7 @@
 """The global gradient norm G_t: one fused pass locally, one scalar all-reduce across ranks.
 
-docs/zenith.md, decisions 2, 6 and 9. Shared by ``Zenith`` and ``ZenithLR``.
+docs/zenith.md, decisions 2, 6, 9 and 11. Shared by ``Zenith`` and ``ZenithLR``, with
+:class:`SharesProcessGroup`, what copying and pickling do with the process group they reduce over.
 
 Private torch API: none. The fused pass is the public ``torch.nn.utils.get_total_norm`` (which
 groups by device and dtype and calls ``torch._foreach_norm`` itself).
@@ -8,12 +9,16 @@ groups by device and dtype and calls ``torch._foreach_norm`` itself).
 
 from __future__ import annotations
 
+import copy
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 REDUCTIONS = ("mean", "sum_squares")
 _WIDE = (torch.float32, torch.float64)
+_DOUBLE = (torch.float64, torch.complex128)
 
 
 def check_reduction(mode: str) -> None:
@@ -23,8 +28,8 @@ def check_reduction(mode: str) -> None:
 
 
 def norm_dtype(grads: list[Tensor]) -> torch.dtype:
-    """Dtype of the global norm: float64 if any gradient is float64, else float32."""
-    return torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+    """Dtype of the global norm: float64 if any gradient is float64 or complex128, else float32."""
+    return torch.float64 if any(g.dtype in _DOUBLE for g in grads) else torch.float32
 
 
 def local_grad_norm(grads: list[Tensor], foreach: bool | None) -> Tensor:
@@ -34,7 +39,10 @@ def local_grad_norm(grads: list[Tensor], foreach: bool | None) -> Tensor:
     device and dtype), so the norm ``clip_grad_norm_`` returns is bit-equal to this one.
     ``get_total_norm`` keeps a half-precision gradient's dtype, where a large norm would overflow;
     those gradients are normed one by one in float32 instead (rare: AMP keeps float32 grads).
+    A complex gradient is normed as its ``view_as_real`` (a view, no copy): the same number,
+    and the same bits as for the real parameters a complex one steps like (decision 11).
     """
+    grads = [torch.view_as_real(g) if g.is_complex() else g for g in grads]
     wide = [g for g in grads if g.dtype in _WIDE]
     if len(wide) == len(grads):
         return torch.nn.utils.get_total_norm(wide, 2.0, foreach=foreach)
@@ -94,3 +102,34 @@ def global_grad_norm(
         # A copy: the all-reduce works in place and must not touch the caller's tensor.
         norm = torch.as_tensor(grad_norm).detach().to(grads[0].device, norm_dtype(grads), copy=True)
     return reduce_grad_norm(norm.reshape(()), mode, group)
+
+
+class SharesProcessGroup:
+    """Copy and pickle rules for an object that reduces over ``self._process_group``.
+
+    A process group is a live communicator, not state: a deep copy shares this object's group,
+    and pickling an object with an explicit group raises TypeError, because a group cannot travel
+    to another process (docs/zenith.md, decision 11). With the default group (None) both work.
+    The class must define ``__getstate__`` and ``__setstate__``.
+    """
+
+    _process_group: dist.ProcessGroup | None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A deep copy of everything but the process group, which the copy shares."""
+        if self._process_group is not None:
+            memo[id(self._process_group)] = self._process_group
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))  # type: ignore[attr-defined]
+        return copied
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickle as usual, unless an explicit process group would have to be pickled."""
+        if self._process_group is not None:
+            raise TypeError(
+                f"cannot pickle a {type(self).__name__} built with process_group=...: a process "
+                "group cannot be pickled; pickle one built with the default group (None), or "
+                "save state_dict() and build a new one in the other process"
+            )
+        return super().__reduce_ex__(protocol)

@@ -121,6 +121,16 @@ class NormWindow:
         self.scale = torch.ones((), dtype=dtype, device=device)
         self.last_norm = torch.full((), float("nan"), dtype=dtype, device=device)
 
+    def empty_copy(self) -> NormWindow:
+        """A new, empty window with this one's settings and device (to load a state into)."""
+        return NormWindow(
+            self.window,
+            self.warmup_iters,
+            self.warmup_factor,
+            self.ring.device,
+            self.warmup_history,
+        )
+
     def update(self, norm: Tensor, finite: Tensor) -> Tensor:
         """Record this step's global norm and return the LR scale r_t * warm-up factor to apply.
 
@@ -221,8 +231,10 @@ class NormWindow:
         self.last_norm = self._scalar(state["last_grad_norm"])
 
     def _scalar(self, value: Tensor | float) -> Tensor:
-        """A 0-dim tensor with the window's dtype and device."""
-        return torch.as_tensor(value).to(self.ring).reshape(())
+        """A 0-dim tensor with the window's dtype and device, never a view of ``value``."""
+        # A copy even where dtype and device already match, so the loaded state dict and this
+        # window never share memory (decision 11: load_state_dict leaves its argument alone).
+        return torch.as_tensor(value).to(self.ring, copy=True).reshape(())
 
 
 class RuleReadouts:

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from .grad_norm import check_reduction, global_grad_norm
+from .grad_norm import SharesProcessGroup, check_reduction, global_grad_norm
 from .lr_rule import DEFAULT_WARMUP_HISTORY, NormWindow, RuleReadouts
 from .sgd_update import fused_sgd_update, sgd_update
 
@@ -29,8 +29,11 @@ DEFAULT_WINDOW = 100
 # (params, grads, momentum buffers) of one param group, for the parameters that have a gradient.
 _GroupTensors = tuple[list[Tensor], list[Tensor], list[Tensor | None]]
 
+# What a pickle or deep copy keeps besides torch's own "defaults", "state" and "param_groups".
+_PICKLED = ("_process_group", "_grad_norm_reduce", "_fused", "_rule", "last_step_finite")
 
-class Zenith(RuleReadouts, Optimizer):
+
+class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
     """SGD with momentum (``torch.optim.SGD`` semantics) whose LR is eta_0 * mu_t / Z_t.
 
     Choices made here where the paper and the decisions are silent (docs/zenith.md, section 3):
@@ -52,7 +55,9 @@ class Zenith(RuleReadouts, Optimizer):
       steps' norms like any other (the spec's first mode). Without warm-up they are the same.
     * ``param_groups[i]["lr"] = initial_lr * (r_t * warmup_t)``. Zenith writes it at every step
       from ``initial_lr``, so do not attach an LR scheduler; use ``warmup_iters`` instead.
-    * A ``step()`` where no parameter has a gradient does nothing (as SGD), records nothing.
+    * A ``step()`` where no parameter has a gradient does nothing (as SGD): no norm is
+      recorded, the window, Z, the counters, the warm-up and the LRs stay; ``last_step_finite``
+      becomes True (nothing was skipped).
     * Two implementations (``fused``), both ``torch.optim.sgd.sgd``. ``fused=False`` (the default
       on CPU): a Python-float LR, bit-identical to ``torch.optim.SGD`` for the same LR
       (single-tensor or ``foreach``); reading the norm on the host is free on CPU, and costs one
@@ -64,7 +69,13 @@ class Zenith(RuleReadouts, Optimizer):
       the momentum into ``p.grad`` in place; G_t is taken before, so the rule is unaffected.
     * ``last_step_finite`` (0-dim bool device tensor) says whether the last ``step()`` applied;
       :meth:`log_stats` gives the rule's values as device tensors, as ``ZenithLR`` does.
-    * Sparse gradients are not supported.
+    * Sparse gradients are not supported. Complex parameters step like their ``view_as_real``
+      (as SGD), and their gradients are normed as ``view_as_real`` too.
+    * The torch.optim contract (docs/zenith.md, decision 11): a deep copy or pickle keeps the
+      rule's state (hooks are dropped, as torch does; the process group is shared by a deep copy
+      and refused by pickle); ``state_dict()`` holds "zenith" before the state-dict post-hooks
+      run, and ``load_state_dict`` restores the rule before the load post-hooks run, from the
+      dict the load pre-hooks return.
     """
 
     def __init__(
@@ -133,7 +144,10 @@ class Zenith(RuleReadouts, Optimizer):
         with torch.no_grad():
             groups = [self._group_tensors(group) for group in self.param_groups]
             grads = [grad for _, group_grads, _ in groups for grad in group_grads]
-            if grads:
+            if not grads:
+                # Not a step: nothing to record or skip (decision 11).
+                self.last_step_finite = torch.ones_like(self.last_step_finite)
+            else:
                 norm = global_grad_norm(
                     grads,
                     grad_norm,
@@ -150,20 +164,56 @@ class Zenith(RuleReadouts, Optimizer):
                     self._float_step(groups, scale, finite)
         return loss
 
-    def state_dict(self) -> dict[str, Any]:
-        """``Optimizer.state_dict()`` plus "zenith": Q (oldest first), Z and the step counters."""
-        state = super().state_dict()
-        state["zenith"] = self._rule.state_dict()
+    def __getstate__(self) -> dict[str, Any]:
+        """torch's picklable state plus the rule, its settings and the process group."""
+        state = super().__getstate__()
+        state.update({name: getattr(self, name) for name in _PICKLED})
         return state
 
+    def state_dict(self) -> dict[str, Any]:
+        """``Optimizer.state_dict()`` plus "zenith": Q (oldest first), Z and the step counters.
+
+        "zenith" is added before any state-dict post-hook runs, so the hooks see all of it.
+        """
+
+        def add_rule_state(optimizer: Optimizer, state: dict[str, Any]) -> None:
+            """First post-hook of this call: the rule's state joins torch's."""
+            state["zenith"] = self._rule.state_dict()
+
+        handle = self.register_state_dict_post_hook(add_rule_state, prepend=True)
+        try:
+            return super().state_dict()
+        finally:
+            handle.remove()
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`, so the resumed run continues the identical LR sequence."""
-        state_dict = dict(state_dict)
-        if "zenith" not in state_dict:
-            raise ValueError("not a Zenith optimizer state dict: it has no 'zenith' entry")
-        rule_state = state_dict.pop("zenith")
-        super().load_state_dict(state_dict)
-        self._rule.load_state_dict(rule_state)
+        """Restore a :meth:`state_dict`, so the resumed run continues the identical LR sequence.
+
+        The rule's state is read from the dict the load pre-hooks return and checked before
+        anything changes; it is in place when the load post-hooks run. ``state_dict`` itself is
+        not modified.
+        """
+        restored: list[NormWindow] = []
+
+        def read_rule_state(optimizer: Optimizer, state: dict[str, Any]) -> None:
+            """Last pre-hook of this call: check and load "zenith" into a new window."""
+            if "zenith" not in state:
+                raise ValueError("not a Zenith optimizer state dict: it has no 'zenith' entry")
+            rule = self._rule.empty_copy()
+            rule.load_state_dict(state["zenith"])
+            restored.append(rule)
+
+        def install_rule(optimizer: Optimizer) -> None:
+            """First post-hook of this call: the loaded window replaces the current one."""
+            self._rule = restored.pop()
+
+        pre = self.register_load_state_dict_pre_hook(read_rule_state)
+        post = self.register_load_state_dict_post_hook(install_rule, prepend=True)
+        try:
+            super().load_state_dict(state_dict)
+        finally:
+            pre.remove()
+            post.remove()
 
     def _group_tensors(self, group: dict[str, Any]) -> _GroupTensors:
         """The parameters of ``group`` that have a gradient, their gradients and buffers."""

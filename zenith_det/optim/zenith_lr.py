@@ -16,11 +16,11 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .grad_norm import check_reduction, global_grad_norm
+from .grad_norm import SharesProcessGroup, check_reduction, global_grad_norm
 from .lr_rule import DEFAULT_WARMUP_HISTORY, NormWindow, RuleReadouts
 
 
-class ZenithLR(RuleReadouts):
+class ZenithLR(RuleReadouts, SharesProcessGroup):
     """Sets the LR of every param group of ``optimizer`` by ZENITH's rule, once per step.
 
     Use::
@@ -44,6 +44,9 @@ class ZenithLR(RuleReadouts):
       optimizer's own step is then a no-op).
     * ``state_dict()`` holds the rule and the groups' initial LRs, not the wrapped optimizer's
       state: save and load that separately, as with an LR scheduler.
+    * A deep copy or pickle of the controller copies the wrapped optimizer with it (copy both
+      together, ``copy.deepcopy((optimizer, controller))``, to keep them paired); the process
+      group is shared by a deep copy and refused by pickle (docs/zenith.md, decision 11).
     """
 
     def __init__(
@@ -97,6 +100,14 @@ class ZenithLR(RuleReadouts):
         self.last_step_finite = finite
         return finite
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything: the wrapped optimizer, the rule, the settings and the process group."""
+        return dict(self.__dict__)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`__getstate__`'s dict."""
+        self.__dict__.update(state)
+
     def state_dict(self) -> dict[str, Any]:
         """The rule's state (Q oldest first, Z, counters) and each group's initial LR."""
         return {
@@ -114,7 +125,9 @@ class ZenithLR(RuleReadouts):
             raise ValueError(
                 f"ZenithLR state has {len(initial_lrs)} param groups, the optimizer {len(groups)}"
             )
-        self._rule.load_state_dict(state_dict["zenith"])
+        rule = self._rule.empty_copy()
+        rule.load_state_dict(state_dict["zenith"])  # checked in full before anything changes
+        self._rule = rule
         for group, initial_lr in zip(groups, initial_lrs, strict=True):
             group["initial_lr"] = float(initial_lr)
 

@@ -1,0 +1,230 @@
+"""Why ZENITH's step size is where it is: the gradient norm and its window, per regime and task.
+
+    python benchmarks/league_mechanism.py --leagues benchmarks/results/league \\
+        benchmarks/results/finetune_faster --out benchmarks/results/mechanism
+
+For the finished ZENITH cells of one or more leagues (their results.json), per group (a dataset
+from scratch, or `<dataset>+pretrained`) and model: the window mean mu of the gradient norm and
+the ratio mu/Z it gives (eta_t = eta_0 mu / Z) at 10% and 90% of the run, mean over seeds, and
+whether mu rose or fell between them. Where a cell's run directory is still on disk its
+metrics.jsonl adds the raw gradient norm and each loss term at the same two points, the
+quantities that say what drives the norm.
+
+Written: `<out>/mechanism.md` and `<out>/mechanism.png` (per group: the norm, raw and window
+mean, and the ratio against iteration, one line per seed; needs the `plot` extra).
+mu and the ratio come from results.json (`norm_curve`), so a league whose run directories are
+gone can still be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, as a script
+
+from league_cells import cell_group, load_results  # noqa: E402
+from league_plots import PLOT_HINT  # noqa: E402
+from league_runs import at_root, is_finite, run_records  # noqa: E402
+
+from zenith_det.errors import SetupError, exit_on_user_error  # noqa: E402
+
+FRACTIONS = (0.1, 0.9)  # of a run's iterations
+
+
+def model_name(cell: dict) -> str:
+    """The model prefix of a cell's config (`faster_rcnn_r18_zenith.yaml` -> faster_rcnn_r18)."""
+    return Path(cell["config"]).stem.rsplit("_", 1)[0]
+
+
+def zenith_cells(leagues: list[str], variants: list[str]) -> dict[str, list[dict]]:
+    """{`<group> (<model>, <epochs>) <variant>`: finished cells with a window}."""
+    found: dict[str, list[dict]] = {}
+    for league in leagues:
+        path = at_root(league) / "results.json"
+        if not path.is_file():
+            raise SetupError(f"{path}: no results.json (give a league's --out folder)")
+        for cell in load_results(path).values():
+            if cell["variant"] in variants and cell["status"] == "ok" and cell.get("norm_curve"):
+                # Cells of another length are another row, not another seed (epochs: a seed's
+                # batches, grouped by aspect ratio, may give it a few more or fewer iterations).
+                length = cell["curve"][-1][0] if cell.get("curve") else "?"
+                label = f"{cell_group(cell)} ({model_name(cell)}, {length} ep.) {cell['variant']}"
+                found.setdefault(label, []).append(cell)
+    return found
+
+
+def cell_series(cell: dict) -> dict[str, list]:
+    """A cell's curves: steps, mu and ratio (results.json), raw norm and losses (metrics.jsonl)."""
+    series: dict = {
+        "seed": cell["seed"],
+        "steps": [p[0] for p in cell["norm_curve"]],
+        "mu": [p[1] for p in cell["norm_curve"]],
+        "ratio": [p[2] for p in cell["norm_curve"]],
+    }
+    train = [r for r in run_records(at_root(cell["run_dir"])) if r.get("type") == "train"]
+    if train:
+        series["norm_steps"] = [r["step"] for r in train if is_finite(r.get("grad_norm"))]
+        series["norm"] = [r["grad_norm"] for r in train if is_finite(r.get("grad_norm"))]
+        series["losses"] = {
+            name: [[r["step"], r[name]] for r in train if is_finite(r.get(name))]
+            for name in sorted(train[-1])
+            if name.startswith("loss")
+        }
+    return series
+
+
+def value_at(steps: list[int], values: list[float], step: float) -> float | None:
+    """The first value logged at or after `step` (None when the run logged none there)."""
+    return next((v for s, v in zip(steps, values, strict=True) if s >= step), None)
+
+
+def at_fractions(series: dict, last_step: int) -> dict[str, list[float | None]]:
+    """mu, ratio, raw norm and each loss at FRACTIONS of a run that ended at `last_step`."""
+    points = [f * last_step for f in FRACTIONS]
+    out = {
+        "mu": [value_at(series["steps"], series["mu"], p) for p in points],
+        "ratio": [value_at(series["steps"], series["ratio"], p) for p in points],
+    }
+    if series.get("norm"):
+        out["norm"] = [value_at(series["norm_steps"], series["norm"], p) for p in points]
+    for name, pairs in series.get("losses", {}).items():
+        steps, values = [p[0] for p in pairs], [p[1] for p in pairs]
+        out[name] = [value_at(steps, values, p) for p in points]
+    return out
+
+
+def summarize_label(cells: list[dict]) -> dict:
+    """Mean over seeds of every quantity at 10% and 90% of the run; per-seed series for plots."""
+    per_seed, series = [], []
+    for cell in cells:
+        one = cell_series(cell)
+        last = max(cell["curve"][-1][1] if cell.get("curve") else 0, one["steps"][-1])
+        per_seed.append(at_fractions(one, last))
+        series.append(one)
+    names = [n for n in per_seed[0] if all(n in s for s in per_seed)]
+    means = {}
+    for name in names:
+        pairs = [s[name] for s in per_seed]
+        means[name] = [_mean([p[i] for p in pairs]) for i in range(len(FRACTIONS))]
+    return {"seeds": len(cells), "at": means, "series": series}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
+def _text(pair: list[float | None], digits: int = 3) -> str:
+    return " → ".join("–" if v is None else f"{v:.{digits}f}" for v in pair)
+
+
+def trend(pair: list[float | None]) -> str:
+    """ "rises", "falls" or "–" from the value at 10% to the value at 90%."""
+    first, last = pair
+    if first is None or last is None:
+        return "–"
+    return "rises" if last > first else "falls"
+
+
+def render_markdown(summary: dict[str, dict], command: str = "") -> str:
+    """mechanism.md: the window at 10% and 90% of each run, then the loss terms."""
+    lines = ["# ZENITH's mechanism: the gradient-norm window", ""]
+    lines.append(
+        "Mean over seeds at 10% → 90% of each run's iterations. mu: the window mean of the "
+        "global gradient norm; ratio: mu / Z, so eta_t = eta_0 x ratio; norm: the raw norm "
+        "at that log period (only where the run directory is still there)."
+    )
+    lines += [
+        "",
+        "| group (model, epochs) variant | seeds | mu | mu trend | ratio | raw norm |",
+    ]
+    lines.append("|---|---|---|---|---|---|")
+    for label, part in summary.items():
+        at = part["at"]
+        norm = _text(at["norm"], 2) if "norm" in at else "–"
+        lines.append(
+            f"| {label} | {part['seeds']} | {_text(at['mu'], 2)} | {trend(at['mu'])} "
+            f"| {_text(at['ratio'])} | {norm} |"
+        )
+    loss_rows = [(label, part) for label, part in summary.items() if _losses(part)]
+    if loss_rows:
+        lines += ["", "Loss terms at 10% → 90% of the run (mean over seeds):", ""]
+        for label, part in loss_rows:
+            terms = ", ".join(f"{n} {_text(v)}" for n, v in _losses(part).items())
+            lines.append(f"- {label}: {terms}")
+    if command:
+        lines += ["", f"Command: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def _losses(part: dict) -> dict[str, list]:
+    return {n: v for n, v in part["at"].items() if n.startswith("loss")}
+
+
+def plot_mechanism(summary: dict[str, dict], out: Path) -> Path | None:
+    """mechanism.png: per group, the norm (raw, window mean) and the ratio against iteration."""
+    if find_spec("matplotlib") is None:
+        print(f"mechanism.png not written: plotting needs matplotlib: {PLOT_HINT}", flush=True)
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never needs a display
+    import matplotlib.pyplot as plt
+
+    columns = max(len(summary), 1)
+    fig, axes = plt.subplots(2, columns, figsize=(6 * columns, 7), squeeze=False)
+    for column, (label, part) in enumerate(summary.items()):
+        top, bottom = axes[0][column], axes[1][column]
+        for index, one in enumerate(part["series"]):
+            color = plt.get_cmap("tab10").colors[index % 10]
+            if one.get("norm"):
+                top.plot(one["norm_steps"], one["norm"], color=color, alpha=0.3, linewidth=0.8)
+            top.plot(one["steps"], one["mu"], color=color, label=f"seed {one['seed']}")
+            bottom.plot(one["steps"], one["ratio"], color=color)
+        top.set(title=label, ylabel="gradient norm (faint: raw; line: window mean)")
+        bottom.set(xlabel="iteration", ylabel="ratio mu / Z", ylim=(0, 1.05))
+        top.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The mechanism report's arguments."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--leagues", nargs="+", required=True, help="league --out folders")
+    parser.add_argument("--variants", nargs="+", default=["zenith"], help="ZENITH variants")
+    parser.add_argument("--out", default=None, help="where to write (default: the first league)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: read the leagues, write mechanism.md and mechanism.png, print the table."""
+    args = get_args_parser().parse_args(argv)
+    with exit_on_user_error():
+        found = zenith_cells(args.leagues, args.variants)
+        if not found:
+            raise SetupError(f"no finished cell of {args.variants} with a window in {args.leagues}")
+        summary = {label: summarize_label(cells) for label, cells in found.items()}
+        out = at_root(args.out or args.leagues[0])
+        out.mkdir(parents=True, exist_ok=True)
+        command = "python benchmarks/league_mechanism.py " + " ".join(
+            ["--leagues", *args.leagues, "--variants", *args.variants]
+            + (["--out", args.out] if args.out else [])
+        )
+        markdown = render_markdown(summary, command)
+        (out / "mechanism.md").write_text(markdown, encoding="utf-8")
+        plot_mechanism(summary, out / "mechanism.png")
+        print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

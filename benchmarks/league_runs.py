@@ -1,0 +1,91 @@
+"""One training run as the benchmarks see it: its torchrun command, its status, its records.
+
+A run is a spec (a dict): `config` (a YAML file), `overrides` (`--set` values), `nproc` (ranks)
+and `run_dir` (the output directory). Relative paths are relative to the repository root, where
+every run is started. The curves are read from the run's metrics.jsonl, once per run.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zenith_det.metrics_log import read_metrics  # noqa: E402
+from zenith_det.run_dir import run_files  # noqa: E402
+
+DIVERGED_EXIT = 3  # tools/train.py: stopped after train.max_consecutive_nonfinite steps
+# torchrun reports any failed worker as exit 1, so a diverged cell is also known by the line
+# every rank prints when it stops (zenith_det/engine.py, _diverged_message).
+DIVERGED_LINE = "consecutive non-finite steps up to iteration"
+
+
+def at_root(path: str | Path) -> Path:
+    """A path as the benchmarks use it: relative paths are relative to the repository root."""
+    return ROOT / path  # an absolute `path` stays itself
+
+
+def train_command(spec: dict, resume: bool = False) -> list[str]:
+    """The torchrun command of one run.
+
+    An output directory that holds a run is continued from its last.pth with `resume`, and
+    otherwise started over with --overwrite (the old run is moved aside, never deleted).
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={spec['nproc']}", "tools/train.py", "--config", spec["config"]]
+    cmd += ["--output-dir", spec["run_dir"]]
+    for override in spec["overrides"]:
+        cmd += ["--set", override]
+    run_dir = at_root(spec["run_dir"])
+    if resume and (run_dir / "last.pth").is_file():
+        cmd.append("--resume")
+    elif run_files(run_dir):
+        cmd.append("--overwrite")
+    return cmd
+
+
+def cell_status(returncode: int, log_text: str) -> str | None:
+    """ "ok", "diverged" (exit 3, or a failed torchrun whose ranks said so), None: a failure."""
+    if returncode == 0:
+        return "ok"
+    if returncode == DIVERGED_EXIT or DIVERGED_LINE in log_text:
+        return "diverged"
+    return None
+
+
+def run_records(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl records ([] when it wrote none): read once, every curve from them."""
+    path = run_dir / "metrics.jsonl"
+    return read_metrics(path) if path.is_file() else []
+
+
+def ap_curve(records: list[dict]) -> list[list[float]]:
+    """[epoch, iterations so far, primary AP] after every evaluation of a run."""
+    evals = [r for r in records if r.get("type") == "eval"]
+    return [[r["epoch"] + 1, r["step"], r["primary_AP"]] for r in evals]
+
+
+def lr_curve(records: list[dict]) -> list[list[float]]:
+    """[iterations so far, step size applied] at every logged training iteration of a run."""
+    train = [r for r in records if r.get("type") == "train"]
+    return [[r["step"], r.get("effective_lr", r["lr"])] for r in train]
+
+
+def norm_curve(records: list[dict]) -> list[list[float]]:
+    """ZENITH runs: [iterations so far, window mean mu, ratio mu/Z] at every log period."""
+    # With warmup_history=exclude the window mean is NaN during the warm-up; until
+    # the window is full, mu is the mean of the norms recorded so far and the ratio is 1.
+    return [
+        [r["step"], r["grad_norm_window_mean"], r["zenith_ratio"]]
+        for r in records
+        if r.get("type") == "train" and is_finite(r.get("grad_norm_window_mean"))
+    ]
+
+
+def is_finite(value: Any) -> bool:
+    """Whether a metrics value is a finite float (NaN and inf come back as floats too)."""
+    return isinstance(value, float) and math.isfinite(value)
