@@ -70,6 +70,7 @@ from league_runs import at_root  # noqa: E402
 from league_tables import render_markdown, summarize  # noqa: E402
 from league_variants import MAIN_VARIANTS, VARIANTS  # noqa: E402
 
+from zenith_det.cli import add_set_argument  # noqa: E402
 from zenith_det.errors import exit_on_user_error  # noqa: E402
 
 DEFAULTS = {
@@ -131,14 +132,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: table and plot of the requested cells results.json holds",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra override for every run (repeatable)",
-    )
+    add_set_argument(parser, "extra override for every run (repeatable)")
     return parser
 
 

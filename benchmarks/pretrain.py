@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 
 from league_runs import ROOT, ap_curve, at_root, cell_status, run_records, train_command  # noqa: E402
 
+from zenith_det.cli import add_set_argument  # noqa: E402
 from zenith_det.config import config_to_dict, load_config  # noqa: E402
 from zenith_det.errors import ConfigError, SetupError, exit_on_user_error  # noqa: E402
 from zenith_det.storage import atomic_write_text  # noqa: E402
@@ -173,14 +174,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nproc", type=int, default=2, help="ranks per run (torchrun)")
     parser.add_argument("--configs", default="configs/league/source", help="the source configs")
     parser.add_argument("--cache", default="runs/pretrained", help="where the runs are kept")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override for every source run (repeatable; part of the cache key)",
-    )
+    add_set_argument(parser, "override for every source run (repeatable; part of the cache key)")
     return parser
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, uninstalled
 
+from zenith_det.cli import add_set_argument  # noqa: E402
 from zenith_det.config import load_config  # noqa: E402
 from zenith_det.errors import UserError, exit_on_user_error  # noqa: E402
 from zenith_det.run_dir import check_writable_dir, run_files  # noqa: E402
@@ -40,14 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-baseline", action="store_true", help="train only the ZENITH run")
     parser.add_argument("--out", default="runs/demo", help="where the runs are written")
     parser.add_argument("--data-root", default="data/demo", help="where the demo data is generated")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override passed to every run (e.g. train.epochs=2)",
-    )
+    add_set_argument(parser, "config override passed to every run (e.g. train.epochs=2)")
     parser.add_argument(
         "--overwrite",
         action="store_true",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from zenith_det.cli import add_set_argument  # noqa: E402
 from zenith_det.errors import exit_on_user_error, fail  # noqa: E402
 from zenith_det.evaluation.report import format_table, write_report  # noqa: E402
 from zenith_det.evaluation.result_files import evaluate_result_file  # noqa: E402
@@ -50,14 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("model mode")
     model.add_argument("--config", help="YAML config whose val set and model are evaluated")
     model.add_argument("--checkpoint", help="checkpoint with the model weights")
-    model.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, repeatable",
-    )
+    add_set_argument(model, "config override, repeatable")
     files.add_argument("--images", help="the annotations' image folder (for --visualize)")
     parser.add_argument("--output-dir", help=f"default: {FILE_MODE_OUTPUT} or <output_dir>/eval")
     shown = parser.add_argument_group("pictures")

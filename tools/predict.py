@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from zenith_det.cli import add_set_argument  # noqa: E402
 from zenith_det.errors import UserError, exit_on_user_error  # noqa: E402
 
 PROG = "predict.py"
@@ -34,14 +35,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--config", help="the run's config.yaml (or the config it trained with)")
     model.add_argument("--checkpoint", help="the run's checkpoint, e.g. best.pth")
     model.add_argument("--weights", help="torchvision weights name, e.g. ..._Weights.COCO_V1")
-    model.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override (with --config), repeatable",
-    )
+    add_set_argument(model, "config override (with --config), repeatable")
     parser.add_argument(
         "--input",
         nargs="+",

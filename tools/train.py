@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from zenith_det.cli import exit_on_user_error, load_cli_config  # noqa: E402
+from zenith_det.cli import add_set_argument, exit_on_user_error, load_cli_config  # noqa: E402
 from zenith_det.errors import UserError  # noqa: E402
 from zenith_det.run_dir import overwriting  # noqa: E402
 
@@ -26,14 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML config (may use _base_)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.epochs=1 (repeatable)",
-    )
+    add_set_argument(parser, "override a config key, e.g. --set train.epochs=1 (repeatable)")
     parser.add_argument("--output-dir", help="overrides output_dir")
     parser.add_argument(
         "--resume",
