@@ -35,7 +35,7 @@ _COCO_KEYPOINT_NAMES = (
     "left_knee", "right_knee", "left_ankle", "right_ankle",
 )  # fmt: skip
 # Per-detection entries of a torchvision detection output (dim 0 indexes the detections).
-_PER_DETECTION = ("boxes", "labels", "scores", "masks", "keypoints", "keypoints_scores")
+PER_DETECTION = ("boxes", "labels", "scores", "masks", "keypoints", "keypoints_scores")
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,17 @@ def keep_known_labels(pred: Mapping[str, Any], category_ids: Iterable[int]) -> d
     keep = torch.isin(labels, known.to(labels.device))
     if bool(keep.all()):
         return dict(pred)
+    return select_detections(pred, keep)
+
+
+def select_detections(pred: Mapping[str, Any], index: torch.Tensor) -> dict[str, Any]:
+    """A copy of one image's prediction with its detections picked by `index` (a bool mask or
+    positions): every per-detection tensor (`PER_DETECTION`) is indexed alike, on its own
+    device; other entries are kept as they are."""
     return {
-        key: value[keep] if key in _PER_DETECTION and isinstance(value, torch.Tensor) else value
+        key: value[index.to(value.device)]
+        if key in PER_DETECTION and isinstance(value, torch.Tensor)
+        else value
         for key, value in pred.items()
     }
 

@@ -26,7 +26,12 @@ from torch import nn
 from tqdm import tqdm
 
 from zenith_det import storage
-from zenith_det.categories import CategoryInfo, keep_known_labels, skeleton_pairs
+from zenith_det.categories import (
+    CategoryInfo,
+    keep_known_labels,
+    select_detections,
+    skeleton_pairs,
+)
 from zenith_det.checkpoint import describe_misfit, load_checkpoint
 from zenith_det.config import ARCHS, Config, ModelConfig, model_task, recorded_categories
 from zenith_det.distributed import get_logger, select_device
@@ -40,8 +45,6 @@ PREDICTIONS = "predictions.json"
 SUMMARY = "summary.json"
 # A glob character in an --input that names no existing path makes it a pattern.
 _GLOB_CHARS = set("*?[")
-# Per-detection entries of a torchvision output that `limit_detections` indexes.
-_PER_DETECTION = ("boxes", "labels", "scores", "masks", "keypoints", "keypoints_scores")
 
 
 @dataclass
@@ -260,7 +263,7 @@ def limit_detections(
     order = order[pred["scores"][order] >= score_threshold]
     if max_detections is not None:
         order = order[:max_detections]
-    return {key: value[order] if key in _PER_DETECTION else value for key, value in pred.items()}
+    return select_detections(pred, order)
 
 
 def _run_model(

@@ -30,9 +30,8 @@ from zenith_det.categories import CategoryInfo, keep_known_labels, skeleton_pair
 from zenith_det.config import Config
 from zenith_det.engine import Hook, TrainLoop
 from zenith_det.errors import SetupError
-from zenith_det.evaluation.visualize import enlarge, keep_scoring
+from zenith_det.evaluation.visualize import keep_scoring, truth_beside_prediction
 from zenith_det.metrics_log import MetricsWriter
-from zenith_det.visualize import draw_prediction, side_by_side
 
 TENSORBOARD_DIR = "tensorboard"
 INSTALL_HINT = "pip install 'zenith_det[tensorboard]'"
@@ -167,11 +166,14 @@ class TensorBoardLog(Hook):
         pred = keep_scoring(keep_known_labels(output, self.categories.ids), SCORE_THRESHOLD)
         pred = {k: v.float().cpu() if v.is_floating_point() else v.cpu() for k, v in pred.items()}
         truth = {k: v for k, v in target.items() if isinstance(v, torch.Tensor)}
-        picture, (truth, pred) = enlarge(image, [truth, pred])
-        names, skeleton = self.categories.names_by_id, skeleton_pairs(self.categories)
-        skeleton = skeleton if self.keypoints else None
-        left = draw_prediction(picture, truth, names, skeleton)
-        right = draw_prediction(picture, pred, names, skeleton)
-        pair = side_by_side(left, right, ("ground truth", f"predictions >= {SCORE_THRESHOLD:g}"))
+        skeleton = skeleton_pairs(self.categories) if self.keypoints else None
+        pair = truth_beside_prediction(
+            image,
+            truth,
+            pred,
+            self.categories.names_by_id,
+            skeleton,
+            f"predictions >= {SCORE_THRESHOLD:g}",
+        )
         file_name = self.val_dataset.coco.imgs[target["image_id"]]["file_name"]
         return f"val/{index}_{Path(file_name).stem}", pair

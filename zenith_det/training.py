@@ -63,6 +63,7 @@ class Job(TrainLoop):
     scheduler: Scheduler | None  # checkpointed in the "scheduler" entry
     val_loader: Any
     manager: ckpt.CheckpointManager
+    categories: CategoryInfo  # of the training data: recorded in checkpoints and config.yaml
 
     @property
     def bare_model(self) -> nn.Module:
@@ -148,7 +149,8 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
     train_loader = build_train_loader(cfg, info.rank, info.world_size)
     val_loader = build_val_loader(cfg, info.rank, info.world_size)
     _check_same_dataset_size(cfg, len(train_loader.dataset), len(val_loader.dataset))
-    _log_data_summary(train_loader.dataset)
+    categories = run_categories(train_loader.dataset)
+    _log_data_summary(train_loader.dataset, categories)
     model = build_model(cfg.model).to(info.device)  # same seed on every rank: same init
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
@@ -173,6 +175,7 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
         val_loader=val_loader,
         device=info.device,
         manager=ckpt.CheckpointManager(cfg.output_dir, cfg.train.keep_last),
+        categories=categories,
         writer=writer,
         hooks=optimizer_hooks(cfg, optimizer, scheduler) + list(hooks) + board,
         show_progress=info.is_main,
@@ -216,7 +219,7 @@ def _check_same_dataset_size(cfg: Config, train_size: int, val_size: int) -> Non
         )
 
 
-def _log_data_summary(dataset) -> None:
+def _log_data_summary(dataset, categories: CategoryInfo) -> None:
     stats = dataset.stats
     dist_utils.get_logger().info(
         "train data: %d images; left out: %d images without a usable annotation, %d boxes with "
@@ -226,8 +229,9 @@ def _log_data_summary(dataset) -> None:
         stats.degenerate,
         stats.crowd,
     )
-    info = run_categories(dataset)
-    dist_utils.get_logger().info("categories (%d): %s", len(info.ids), describe_categories(info))
+    dist_utils.get_logger().info(
+        "categories (%d): %s", len(categories.ids), describe_categories(categories)
+    )
 
 
 def run_categories(dataset) -> CategoryInfo:
@@ -335,8 +339,7 @@ def _write_run_files(job: Job) -> None:
         with storage.writing(job.cfg.output_dir, "output_dir"):
             Path(job.cfg.output_dir).mkdir(parents=True, exist_ok=True)
         _warn_if_low_space(job)
-        categories = run_categories(job.train_loader.dataset).to_dict()
-        save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml", categories)
+        save_config(job.cfg, Path(job.cfg.output_dir) / "config.yaml", job.categories.to_dict())
         for path in job.manager.remove_stale_temps():
             dist_utils.get_logger().info("removed %s, a write a killed run left unfinished", path)
 
@@ -446,7 +449,7 @@ def _save(job: Job, snapshot: bool, is_best: bool) -> None:
             "progress": job.progress.state_dict(),
             "rng": rng_states,
             "config": config_to_dict(job.cfg),
-            "categories": run_categories(job.train_loader.dataset).to_dict(),
+            "categories": job.categories.to_dict(),
             "arch": job.cfg.model.arch,
             "epoch": job.progress.epoch,
             "iter_in_epoch": job.progress.iter_in_epoch,

@@ -127,12 +127,7 @@ def mean_curve(curves: PrecisionCurves, threshold: float | None) -> np.ndarray |
 
 def category_ap(curves: PrecisionCurves) -> list[tuple[str, float]]:
     """(category, AP@[.50:.95]) with -1 for a category without ground truth, in data order."""
-    out = []
-    for k, name in enumerate(curves.categories):
-        values = curves.precision[:, :, k]
-        values = values[values > -1]
-        out.append((name, float(values.mean()) if values.size else -1.0))
-    return out
+    return list(curves.category_ap().items())
 
 
 def _pr_figure(iou_type: str, curves: PrecisionCurves) -> Any:

@@ -62,6 +62,15 @@ class PrecisionCurves:
     categories: list[str]  # [K]
     precision: np.ndarray  # [T, R, K]
 
+    def category_ap(self) -> dict[str, float]:
+        """{category: AP@[.50:.95]}, -1 for a category without ground truth, in data order."""
+        out: dict[str, float] = {}
+        for k, name in enumerate(self.categories):
+            values = self.precision[:, :, k]
+            values = values[values > -1]
+            out[name] = float(values.mean()) if values.size else -1.0
+        return out
+
 
 @dataclass
 class IouTypeScore:
@@ -268,7 +277,7 @@ class CocoScorer:
         values = [float(v) for v in coco_eval.stats[: len(names)]]
         stats = dict(zip(names, values, strict=True))
         curves = self._curves(coco_eval)
-        return IouTypeScore(stats, self._per_category(coco_eval), summary, curves, image_ap)
+        return IouTypeScore(stats, curves.category_ap(), summary, curves, image_ap)
 
     def _configure(self, params: Any, iou_type: str, image_ids: list[int]) -> None:
         params.imgIds = list(image_ids)
@@ -337,18 +346,6 @@ class CocoScorer:
             categories=_category_names(self.coco_gt, params.catIds),
             precision=np.asarray(coco_eval.eval["precision"])[:, :, :, 0, -1].astype(np.float64),
         )
-
-    def _per_category(self, coco_eval: Any) -> dict[str, float]:
-        # precision is (iou thr, recall thr, category, area range, max dets): area "all" is
-        # index 0 and the largest maxDets the last, as COCOeval's own AP uses them.
-        precision = coco_eval.eval["precision"]
-        names = _category_names(self.coco_gt, coco_eval.params.catIds)
-        out: dict[str, float] = {}
-        for k, name in enumerate(names):
-            values = precision[:, :, k, 0, -1]
-            values = values[values > -1]
-            out[name] = float(values.mean()) if values.size else -1.0
-        return out
 
 
 def _ignore(*_args: Any) -> None:

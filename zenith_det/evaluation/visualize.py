@@ -26,19 +26,17 @@ import pycocotools.mask as mask_utils
 import torch
 from pycocotools.coco import COCO
 
-from zenith_det.categories import CategoryInfo, skeleton_pairs
+from zenith_det.categories import CategoryInfo, select_detections, skeleton_pairs
 from zenith_det.data.coco import load_rgb_image
 from zenith_det.evaluation.scoring import EvalResult
 from zenith_det.storage import atomic_write_text, writing
-from zenith_det.visualize import draw_prediction, save_image, side_by_side
+from zenith_det.visualize import draw_prediction, save_image, scale_drawable, side_by_side
 
 VISUALIZE_DIR = "visualize"
 INDEX_MD, INDEX_JSON = "index.md", "index.json"
 DEFAULT_SCORE_THRESHOLD = 0.5
 MIN_SIDE = 320  # pixels: smaller images are enlarged by a whole factor up to this side
 _PICTURE_NAME = re.compile(r"^\d{3,}_.+\.png$")
-# Per-detection entries of a drawable or a torchvision output (dim 0 indexes the detections).
-_PER_DETECTION = ("boxes", "labels", "scores", "masks", "keypoints", "keypoints_scores")
 
 
 @dataclass(frozen=True)
@@ -154,16 +152,28 @@ def enlarge(
     if factor == 1:
         return image, [dict(d) for d in drawables]
     big = image.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-    return big, [_scaled(d, factor) for d in drawables]
+    return big, [scale_drawable(d, factor) for d in drawables]
+
+
+def truth_beside_prediction(
+    image: torch.Tensor,
+    truth: Mapping[str, torch.Tensor],
+    pred: Mapping[str, torch.Tensor],
+    names: Mapping[int, str],
+    skeleton: Sequence[tuple[int, int]] | None,
+    title: str,
+) -> torch.Tensor:
+    """The ground truth drawn on the left, the predictions (under `title`) on the right, on the
+    image enlarged (`enlarge`) so that the labels stay legible."""
+    image, (truth, pred) = enlarge(image, [truth, pred])
+    left = draw_prediction(image, truth, names, skeleton)
+    right = draw_prediction(image, pred, names, skeleton)
+    return side_by_side(left, right, ("ground truth", title))
 
 
 def keep_scoring(pred: Mapping[str, Any], threshold: float) -> dict[str, Any]:
     """One image's prediction without the detections scoring below `threshold`."""
-    keep = pred["scores"] >= threshold
-    return {
-        key: value[keep] if key in _PER_DETECTION and isinstance(value, torch.Tensor) else value
-        for key, value in pred.items()
-    }
+    return select_detections(pred, pred["scores"] >= threshold)
 
 
 def render_index(entries: Sequence[Mapping[str, Any]], iou_type: str, threshold: float) -> str:
@@ -212,12 +222,12 @@ class _Drawing:
         # Only what is drawn is decoded: 100 full-size masks, enlarged, would cost hundreds of MB.
         shown = [r for r in records if r["score"] >= threshold]
         pred = prediction_of(shown, info["height"], info["width"], self.masks, self.keypoints)
-        image, (truth, pred) = enlarge(image, [truth, pred])
-        left = draw_prediction(image, truth, self.names, self.skeleton)
-        right = draw_prediction(image, pred, self.names, self.skeleton)
         title = "AP n/a" if ap is None else f"AP {100.0 * ap:.1f}"
+        picture = truth_beside_prediction(
+            image, truth, pred, self.names, self.skeleton, f"predictions, {title}"
+        )
         name = f"{rank:03d}_{Path(info['file_name']).stem}.png"
-        save_image(side_by_side(left, right, ("ground truth", f"predictions, {title}")), out / name)
+        save_image(picture, out / name)
         return {
             "rank": rank,
             "image_id": int(image_id),
@@ -258,19 +268,6 @@ def _keypoint_tensor(flat: list[list[float]]) -> torch.Tensor:
     if not flat or not flat[0]:
         return torch.zeros((len(flat), 0, 3), dtype=torch.float32)
     return torch.tensor(flat, dtype=torch.float32).reshape(len(flat), -1, 3)
-
-
-def _scaled(drawable: Mapping[str, torch.Tensor], factor: int) -> dict[str, torch.Tensor]:
-    out = dict(drawable)
-    out["boxes"] = drawable["boxes"] * factor
-    if drawable.get("masks") is not None:
-        masks = drawable["masks"]
-        out["masks"] = masks.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
-    if drawable.get("keypoints") is not None:
-        points = drawable["keypoints"].clone()
-        points[..., :2] *= factor
-        out["keypoints"] = points
-    return out
 
 
 def _remove_old_pictures(out: Path) -> None:

@@ -5,7 +5,15 @@ from zenith_det.visualize.draw import (
     draw_prediction,
     enlarge,
     save_image,
+    scale_drawable,
     side_by_side,
 )
 
-__all__ = ["class_color", "draw_prediction", "enlarge", "save_image", "side_by_side"]
+__all__ = [
+    "class_color",
+    "draw_prediction",
+    "enlarge",
+    "save_image",
+    "scale_drawable",
+    "side_by_side",
+]

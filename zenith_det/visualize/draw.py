@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import draw_bounding_boxes, draw_keypoints, draw_segmentation_masks
 
 from zenith_det import storage
+from zenith_det.categories import select_detections
 
 MASK_ALPHA = 0.45
 # Shorter side below which `enlarge` scales a picture up before labels are drawn on it.
@@ -95,15 +96,26 @@ def enlarge(
     size = (height * factor, width * factor)
     scaled = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False)
     pred = dict(pred)
-    pred["boxes"] = pred["boxes"].detach().float().cpu() * factor
+    pred["boxes"] = pred["boxes"].detach().float().cpu()
     if pred.get("keypoints") is not None:
-        keypoints = pred["keypoints"].detach().float().cpu().clone()
-        keypoints[..., :2] *= factor
-        pred["keypoints"] = keypoints
+        pred["keypoints"] = pred["keypoints"].detach().float().cpu()
     if pred.get("masks") is not None:
-        masks = _bool_masks(pred["masks"], image.shape[-2:])
-        pred["masks"] = masks.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
-    return scaled[0].round().clamp(0, 255).to(torch.uint8), pred
+        pred["masks"] = _bool_masks(pred["masks"], image.shape[-2:])
+    return scaled[0].round().clamp(0, 255).to(torch.uint8), scale_drawable(pred, factor)
+
+
+def scale_drawable(pred: Mapping[str, Any], factor: int) -> dict[str, Any]:
+    """A copy of `pred` whose boxes, keypoints and [N, H, W] masks fit an image `factor` times
+    larger (masks by repeating pixels, so they stay exact)."""
+    out = dict(pred)
+    out["boxes"] = pred["boxes"] * factor
+    if pred.get("masks") is not None:
+        out["masks"] = pred["masks"].repeat_interleave(factor, -2).repeat_interleave(factor, -1)
+    if pred.get("keypoints") is not None:
+        points = pred["keypoints"].clone()
+        points[..., :2] *= factor
+        out["keypoints"] = points
+    return out
 
 
 def side_by_side(
@@ -159,12 +171,7 @@ def _above_threshold(pred: Mapping[str, Any], threshold: float) -> dict[str, Any
     scores = pred.get("scores")
     if scores is None or threshold <= 0:
         return dict(pred)
-    keep = (scores >= threshold).cpu()
-    per_detection = ("boxes", "labels", "scores", "masks", "keypoints", "keypoints_scores")
-    return {
-        key: value[keep.to(value.device)] if key in per_detection and value is not None else value
-        for key, value in pred.items()
-    }
+    return select_detections(pred, scores >= threshold)
 
 
 def _bool_masks(masks: torch.Tensor, size: torch.Size) -> torch.Tensor:
