@@ -91,6 +91,11 @@ VARIANTS: dict[str, Variant] = {
     "zenith_warmup_include": Variant(
         "zenith", ("optimizer.warmup_history=include",), about="ZENITH, warm-up norms included"
     ),
+    "zenith_snr": Variant(
+        "zenith",
+        ("optimizer.signal=momentum_snr",),
+        about="ZENITH's machinery on the momentum buffer's signal-to-noise ratio (an option)",
+    ),
 }
 
 # The from-scratch league's main rows (the default of --variants).
@@ -122,6 +127,7 @@ FINETUNE_ABLATIONS = [
     "zenith_warmup_include",
     "zenith_lr_half",
     "zenith_lr2",
+    "zenith_snr",
 ]
 # Rows drawn solid, each in its own colour (the from-scratch ones keep theirs).
 SOLID_VARIANTS = [*MAIN_VARIANTS, "zenith_adamw", "adamw_cosine"]

@@ -109,6 +109,13 @@ def sgd_factories(window: int) -> Factories:
             base,
             lambda p: plain(Zenith(p, lr=LR, window=window, fused=True, **common)),
         ),
+        # The option of docs/zenith.md, decision 12: one more norm pass, over the buffers.
+        "Zenith snr foreach": (
+            base,
+            lambda p: plain(
+                Zenith(p, lr=LR, window=window, foreach=True, signal="momentum_snr", **common)
+            ),
+        ),
     }
     try:
         from dadaptation import DAdaptSGD

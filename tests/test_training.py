@@ -143,3 +143,31 @@ def test_zenith_adamw_trains_and_resumes_bit_exactly(data_root, tmp_path):
         assert torch.equal(
             torch.as_tensor(value), torch.as_tensor(resumed["scheduler"]["zenith"][key])
         ), key
+
+
+def test_zenith_momentum_snr_trains_resumes_bit_exactly_and_refuses_the_other_signal(
+    data_root, tmp_path
+):
+    """optimizer.signal momentum_snr through the loop (docs/zenith.md, decision 12)."""
+    optimizer = {"name": "zenith", "window": 2, "signal": "momentum_snr"}
+    optimizer["warmup_history"] = "include"  # the window is full and moving within 6 steps
+    cfg = tiny_config(
+        data_root, tmp_path, optimizer=optimizer, train={"epochs": 2, "max_iters_per_epoch": 3}
+    )
+    _train(cfg, tmp_path, "a")
+    train = [r for r in read_metrics(tmp_path / "a" / "metrics.jsonl") if r["type"] == "train"]
+    for key in ("zenith_ratio", "grad_norm", "momentum_snr", "momentum_snr_window_mean"):
+        assert all(math.isfinite(r[key]) for r in train), key
+    assert all(0.0 < r["momentum_snr"] <= 1.5 for r in train[1:])  # step 1 has no buffer yet
+    state = load_checkpoint(tmp_path / "a" / "last.pth")
+    assert state["optimizer"]["zenith"]["signal"] == "momentum_snr"
+
+    _train(dict(cfg, train=dict(cfg["train"], epochs=1)), tmp_path, "c")
+    _train(cfg, tmp_path, "c", resume=True)
+    assert _losses(tmp_path / "c") == _losses(tmp_path / "a")
+    _assert_same_weights(tmp_path / "a", tmp_path / "c")
+
+    paper = dict(cfg, optimizer=dict(optimizer, signal="grad_norm"))
+    paper["train"] = dict(cfg["train"], epochs=3)
+    with pytest.raises(Exception, match="optimizer.signal: checkpoint momentum_snr, this run"):
+        _train(paper, tmp_path, "c", resume=True)

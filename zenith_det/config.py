@@ -39,6 +39,7 @@ BASELINE_OPTIMIZERS = ("dadapt_sgd", "prodigy", "schedulefree_sgd")
 # Optimizers that take no decay schedule: ZENITH's, and schedule-free SGD (its own warm-up only).
 UNSCHEDULED_OPTIMIZERS = (*ZENITH_OPTIMIZERS, "schedulefree_sgd")
 WARMUP_HISTORY = ("include", "exclude")  # optimizer.warmup_history
+SIGNALS = ("grad_norm", "momentum_snr")  # optimizer.signal
 # data.source: zenith_det.data.sources.SOURCES holds each one (a test checks they agree).
 DATA_SOURCES = ("deepforest_trees", "shapes_source", "shapes_target")
 SCHEDULES = ("none", "multistep", "cosine")
@@ -114,6 +115,10 @@ class OptimizerConfig:
     # decision 5). Equal to zenith_det.optim.lr_rule.DEFAULT_WARMUP_HISTORY (a test checks).
     warmup_history: str = "exclude"
     grad_norm_reduce: str = "mean"  # "mean" (DDP) | "sum_squares" (sharded)
+    # What ZENITH's window records: "grad_norm" (the paper's rule) or the option "momentum_snr"
+    # (the momentum buffer's mean of past gradients against the current one; docs/zenith.md,
+    # decision 12). optimizer.name zenith only. Equal to zenith_det.optim.momentum_snr's.
+    signal: str = "grad_norm"
 
 
 @dataclass
@@ -346,6 +351,11 @@ def _check_optimizer(ck: _Checker) -> None:
         ck.at_least("optimizer.window", 1)
     ck.one_of("optimizer.warmup_history", WARMUP_HISTORY)
     ck.one_of("optimizer.grad_norm_reduce", GRAD_NORM_REDUCE)
+    ck.one_of("optimizer.signal", SIGNALS)
+    if opt.signal == "momentum_snr":
+        only_zenith = "'zenith' with optimizer.signal momentum_snr"
+        ck.require("optimizer.name", opt.name == "zenith", only_zenith)
+        ck.above("optimizer.momentum", 0)  # the signal is the momentum buffer's
     if opt.name == "sgd" and opt.nesterov:
         ck.above("optimizer.momentum", 0)  # torch's SGD rejects Nesterov without momentum
     _check_baseline_optimizer(ck)

@@ -38,7 +38,7 @@ def resume_mismatches(
     same_optimizer = saved.optimizer.name == cfg.optimizer.name
     if same_optimizer and cfg.optimizer.name in ZENITH_OPTIMIZERS:
         # The saved window has this length and its history started at this step.
-        for key in ("window", "warmup_history"):
+        for key in ("window", "warmup_history", "signal"):
             pairs.append(
                 (f"optimizer.{key}", getattr(saved.optimizer, key), getattr(cfg.optimizer, key))
             )

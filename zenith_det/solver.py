@@ -126,6 +126,7 @@ def build_optimizer(
             warmup_factor=cfg.schedule.warmup_factor,
             grad_norm_reduce=opt.grad_norm_reduce,
             warmup_history=opt.warmup_history,
+            signal=opt.signal,
         )
     if opt.name in BASELINE_PACKAGES:
         return _baseline_optimizer(cfg, groups, lr)

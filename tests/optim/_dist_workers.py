@@ -187,3 +187,53 @@ def zenith_lr_worker(rank: int, port: int, out_dir: str) -> None:
         "skipped": controller.skipped_steps,
     }
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+
+
+def _snr_optimizer(params: list[nn.Parameter], mode: str) -> Zenith:
+    """The momentum_snr optimizer of the shard test and its single-process reference."""
+    return Zenith(
+        params,
+        lr=0.1,
+        window=GLOO_WINDOW,
+        momentum=0.9,
+        signal="momentum_snr",
+        grad_norm_reduce=mode,
+    )
+
+
+def _shard_grads(step: int) -> list[torch.Tensor]:
+    """Both shards' gradients of one step: a shared drift plus noise, sizes rising and falling."""
+    generator = torch.Generator().manual_seed(step)
+    scale = [1, 2, 4, 8, 6, 3, 2, 1, 2, 5, 9, 12][step]
+    return [scale * (0.5 + torch.randn(6, generator=generator)) for _ in range(WORLD_SIZE)]
+
+
+def snr_single_process() -> list[float]:
+    """One process holding both shards: the LRs the 2-rank sharded run must apply."""
+    params = [nn.Parameter(torch.zeros(6)) for _ in range(WORLD_SIZE)]
+    optimizer = _snr_optimizer(params, "mean")
+    lrs = []
+    for step in range(GLOO_STEPS):
+        for param, grad in zip(params, _shard_grads(step), strict=True):
+            param.grad = grad
+        optimizer.step()
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def snr_shard_worker(rank: int, port: int, out_dir: str) -> None:
+    """Rank r steps shard r only, both norms reduced as sum_squares; save LRs and the count."""
+    _init(rank, port)
+    try:
+        param = nn.Parameter(torch.zeros(6))
+        optimizer = _snr_optimizer([param], "sum_squares")
+        counter = _count_all_reduce()
+        lrs = []
+        for step in range(GLOO_STEPS):
+            param.grad = _shard_grads(step)[rank]
+            optimizer.step()
+            lrs.append(optimizer.param_groups[0]["lr"])
+    finally:
+        dist.destroy_process_group()
+    result = {"lrs": lrs, "all_reduce_calls": counter["calls"]}
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")

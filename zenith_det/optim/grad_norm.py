@@ -1,6 +1,6 @@
 """The global gradient norm G_t: one fused pass locally, one scalar all-reduce across ranks.
 
-docs/zenith.md, decisions 2, 6, 9 and 11. Shared by ``Zenith`` and ``ZenithLR``, with
+docs/zenith.md, decisions 2, 6, 9, 11 and 12. Shared by ``Zenith`` and ``ZenithLR``, with
 :class:`SharesProcessGroup`, what copying and pickling do with the process group they reduce over.
 
 Private torch API: none. The fused pass is the public ``torch.nn.utils.get_total_norm`` (which
@@ -65,7 +65,9 @@ def world_size(group: dist.ProcessGroup | None) -> int:
 
 
 def reduce_grad_norm(norm: Tensor, mode: str, group: dist.ProcessGroup | None) -> Tensor:
-    """Combine the per-rank norms with exactly one scalar all_reduce (none on a single rank).
+    """Combine the per-rank norms with exactly one all_reduce (none on a single rank).
+
+    ``norm`` is one norm (0-dim) or several side by side, each reduced on its own.
 
     "mean": the mean of the per-rank norms (DDP, where gradients are replicated); SUM then divide,
     because gloo has no AVG. "sum_squares": sqrt of the summed squares (disjoint shards).
@@ -95,13 +97,40 @@ def global_grad_norm(
     ``grad_norm`` is this rank's pre-clipping norm of the unscaled gradients if the caller already
     has it (``clip_grad_norm_``'s return value), so it is not computed twice (decision 9).
     """
+    return reduce_grad_norm(_local_norm(grads, grad_norm, foreach), mode, group)
+
+
+def global_norm_pair(
+    grads: list[Tensor],
+    grad_norm: Tensor | float | None,
+    companion: Tensor,
+    *,
+    foreach: bool | None,
+    mode: str,
+    group: dist.ProcessGroup | None,
+) -> tuple[Tensor, Tensor]:
+    """G_t and a second local norm, both reduced by ``mode`` in the one all-reduce of G_t.
+
+    The two travel as a 2-element tensor: both reductions are elementwise, so each comes out as
+    it would alone, and the step still makes exactly one collective (decision 12).
+    """
+    norm = _local_norm(grads, grad_norm, foreach)
+    pair = torch.stack([norm, companion.detach().to(norm)])
+    reduced = reduce_grad_norm(pair, mode, group)
+    return reduced[0], reduced[1]
+
+
+def _local_norm(
+    grads: list[Tensor], grad_norm: Tensor | float | None, foreach: bool | None
+) -> Tensor:
+    """This rank's norm as a 0-dim tensor the caller owns (computed, or a copy of the given one)."""
     if grad_norm is None:
         # A fresh tensor: get_total_norm's result is ours to reduce in place.
         norm = local_grad_norm(grads, foreach)
     else:
         # A copy: the all-reduce works in place and must not touch the caller's tensor.
         norm = torch.as_tensor(grad_norm).detach().to(grads[0].device, norm_dtype(grads), copy=True)
-    return reduce_grad_norm(norm.reshape(()), mode, group)
+    return norm.reshape(())
 
 
 class SharesProcessGroup:

@@ -7,9 +7,11 @@ mu_t = mean(Q), Z_t = max(Z_{t-1}, mu_t) and the LR ratio is r_t = mu_t / Z_t; b
 the window has filled after warm-up.
 
 Every piece of state is a tensor on the parameters' device and every update is branch-free
-(``torch.where``), so the rule never reads a device value on the host (decision 10). A skipped step
-(non-finite G_t, decision 7) leaves Q, Z, the ratio and the step count untouched and only counts the
-skip. This is the one implementation of the rule: ``Zenith`` and ``ZenithLR`` both drive it.
+(``torch.where``), so the rule never reads a device value on the host (decision 10). What it
+records is G_t, or with ``signal="momentum_snr"`` the value c_t of momentum_snr.py (decision 12).
+A skipped step (non-finite G_t, decision 7) leaves Q, Z, the ratio and the step count untouched
+and only counts the skip. This is the one implementation of the rule: ``Zenith`` and
+``ZenithLR`` both drive it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any, overload
 
 import torch
 from torch import Tensor
+
+from .momentum_snr import DEFAULT_SIGNAL, SIGNALS
 
 
 @overload
@@ -96,14 +100,20 @@ class NormWindow:
         warmup_factor: float,
         device: torch.device,
         warmup_history: str = DEFAULT_WARMUP_HISTORY,
+        signal: str = DEFAULT_SIGNAL,
     ) -> None:
         """Create an empty window of size ``window`` on ``device``.
 
         ``warmup_history``: "include" (the norms of warm-up steps enter Q and Z) or "exclude"
         (Q and Z start at the first step after warm-up; the ratio is 1 until then).
+        ``signal``: what the caller records, "grad_norm" (G_t, the paper's rule) or
+        "momentum_snr" (c_t, decision 12); it names the logged values and is checked on load.
         """
         check_rule_args(window, warmup_iters, warmup_factor)
         check_warmup_history(warmup_history)
+        if signal not in SIGNALS:
+            raise ValueError(f"Invalid signal: {signal!r} (expected one of {SIGNALS})")
+        self.signal = signal
         self.window = window
         self.warmup_iters = warmup_iters
         self.warmup_factor = warmup_factor
@@ -120,6 +130,7 @@ class NormWindow:
         self.ratio = torch.ones((), dtype=dtype, device=device)
         self.scale = torch.ones((), dtype=dtype, device=device)
         self.last_norm = torch.full((), float("nan"), dtype=dtype, device=device)
+        self.last_value = self.last_norm  # what was recorded: G_t itself unless momentum_snr
 
     def empty_copy(self) -> NormWindow:
         """A new, empty window with this one's settings and device (to load a state into)."""
@@ -129,16 +140,20 @@ class NormWindow:
             self.warmup_factor,
             self.ring.device,
             self.warmup_history,
+            self.signal,
         )
 
-    def update(self, norm: Tensor, finite: Tensor) -> Tensor:
-        """Record this step's global norm and return the LR scale r_t * warm-up factor to apply.
+    def update(self, norm: Tensor, finite: Tensor, grad_norm: Tensor | None = None) -> Tensor:
+        """Record this step's value and return the LR scale r_t * warm-up factor to apply.
 
-        ``finite`` is ``torch.isfinite(norm)``; when it is False nothing but the skip counter and
-        ``last_norm`` changes and the returned scale is the one of the last applied step.
+        ``norm`` is the value the window records: G_t, or c_t with ``signal="momentum_snr"``,
+        whose G_t is then ``grad_norm`` (kept for the logs). ``finite`` says the step applies;
+        when it is False nothing but the skip counter and the last values changes and the
+        returned scale is the one of the last applied step.
         """
         norm = norm.detach().to(self.ring.dtype)
-        self.last_norm = norm
+        self.last_value = norm
+        self.last_norm = norm if grad_norm is None else grad_norm.detach().to(norm)
         # Position in the history: negative during an excluded warm-up (nothing is recorded).
         position = self.steps - self.history_start
         recorded = finite & (position >= 0)
@@ -169,6 +184,13 @@ class NormWindow:
 
     def log_stats(self) -> dict[str, Tensor]:
         """The rule's loggable values as 0-dim device tensors; nothing is read on the host."""
+        if self.signal == "momentum_snr":
+            return {
+                "zenith_ratio": self.ratio,
+                "grad_norm": self.last_norm,
+                "momentum_snr": self.last_value,
+                "momentum_snr_window_mean": self.window_mean(),
+            }
         return {
             "zenith_ratio": self.ratio,
             "grad_norm": self.last_norm,
@@ -181,7 +203,7 @@ class NormWindow:
         recorded = max(steps - self.history_start, 0)
         oldest = recorded % self.window if recorded >= self.window else 0
         queue = torch.roll(self.ring, -oldest)[: min(recorded, self.window)]
-        return {
+        state = {
             "window_size": self.window,
             # 0 ("include"), or warmup_iters ("exclude"): the ring's layout depends on it.
             "history_start": self.history_start,
@@ -193,11 +215,18 @@ class NormWindow:
             "lr_scale": self.scale.clone(),
             "last_grad_norm": self.last_norm.clone(),
         }
+        if self.signal != DEFAULT_SIGNAL:
+            # Only then: the paper's rule keeps the state format it has always had.
+            state["signal"] = self.signal
+            state["last_value"] = self.last_value.clone()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore exactly what :meth:`state_dict` returned, rebuilding the ring's slot layout.
 
-        A state without "history_start" (saved before warmup_history existed) is "include".
+        A state without "history_start" (saved before warmup_history existed) is "include"; one
+        without "signal" recorded G_t. A state of another signal is refused: its window holds
+        other quantities.
         """
         if int(state["window_size"]) != self.window:
             raise ValueError(
@@ -209,6 +238,12 @@ class NormWindow:
                 f"checkpoint history_start {start} != this optimizer's {self.history_start} "
                 f"(warmup_history {self.warmup_history!r}, warmup_iters {self.warmup_iters}): "
                 "norms recorded from another step on"
+            )
+        signal = state.get("signal", DEFAULT_SIGNAL)
+        if signal != self.signal:
+            raise ValueError(
+                f"checkpoint signal {signal!r} != this optimizer's {self.signal!r}: "
+                "its window holds other values"
             )
         steps = int(state["step_count"])
         recorded = max(steps - self.history_start, 0)
@@ -229,6 +264,7 @@ class NormWindow:
         self.ratio = self._scalar(state["lr_ratio"])
         self.scale = self._scalar(state["lr_scale"])
         self.last_norm = self._scalar(state["last_grad_norm"])
+        self.last_value = self._scalar(state.get("last_value", self.last_norm))
 
     def _scalar(self, value: Tensor | float) -> Tensor:
         """A 0-dim tensor with the window's dtype and device, never a view of ``value``."""

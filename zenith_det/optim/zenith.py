@@ -20,8 +20,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.optimizer import ParamsT
 
-from .grad_norm import SharesProcessGroup, check_reduction, global_grad_norm
+from .grad_norm import SharesProcessGroup, check_reduction, global_grad_norm, global_norm_pair
 from .lr_rule import DEFAULT_WARMUP_HISTORY, NormWindow, RuleReadouts
+from .momentum_snr import DEFAULT_SIGNAL, buffer_norm, check_signal, snr
 from .sgd_update import fused_sgd_update, sgd_update
 
 DEFAULT_WINDOW = 100
@@ -30,7 +31,14 @@ DEFAULT_WINDOW = 100
 _GroupTensors = tuple[list[Tensor], list[Tensor], list[Tensor | None]]
 
 # What a pickle or deep copy keeps besides torch's own "defaults", "state" and "param_groups".
-_PICKLED = ("_process_group", "_grad_norm_reduce", "_fused", "_rule", "last_step_finite")
+_PICKLED = (
+    "_process_group",
+    "_grad_norm_reduce",
+    "_fused",
+    "_signal",
+    "_rule",
+    "last_step_finite",
+)
 
 
 class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
@@ -71,12 +79,18 @@ class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
       :meth:`log_stats` gives the rule's values as device tensors, as ``ZenithLR`` does.
     * Sparse gradients are not supported. Complex parameters step like their ``view_as_real``
       (as SGD), and their gradients are normed as ``view_as_real`` too.
+    * ``signal="momentum_snr"`` (an option, not the paper's rule; decision 12) records
+      c_t = f ||b_{t-1}|| / G_t, the momentum buffer's weighted mean of past gradients against
+      the current one, instead of G_t; it needs momentum > 0 in every group. The default
+      ``"grad_norm"`` is the paper's rule.
     * The torch.optim contract (docs/zenith.md, decision 11): a deep copy or pickle keeps the
       rule's state (hooks are dropped, as torch does; the process group is shared by a deep copy
       and refused by pickle); ``state_dict()`` holds "zenith" before the state-dict post-hooks
       run, and ``load_state_dict`` restores the rule before the load post-hooks run, from the
       dict the load pre-hooks return.
     """
+
+    _signal: str = DEFAULT_SIGNAL  # an object unpickled from before the option had none
 
     def __init__(
         self,
@@ -95,6 +109,7 @@ class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
         foreach: bool | None = None,
         fused: bool | None = None,
         warmup_history: str = DEFAULT_WARMUP_HISTORY,
+        signal: str = DEFAULT_SIGNAL,
     ) -> None:
         """Validate the arguments; the window and counters live on the first parameter's device."""
         check_reduction(grad_norm_reduce)
@@ -110,12 +125,14 @@ class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
             "foreach": foreach,
         }
         _check_group_args(defaults)
+        check_signal(signal, [momentum])
+        self._signal = signal  # add_param_group, called by __init__ itself, checks against it
         super().__init__(params, defaults)
         self._process_group = process_group
         self._grad_norm_reduce = grad_norm_reduce
         self._fused = fused
         device = self.param_groups[0]["params"][0].device
-        self._rule = NormWindow(window, warmup_iters, warmup_factor, device, warmup_history)
+        self._rule = NormWindow(window, warmup_iters, warmup_factor, device, warmup_history, signal)
         self.last_step_finite = torch.ones((), dtype=torch.bool, device=device)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -123,6 +140,7 @@ class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         _check_group_args(group)
+        check_signal(self._signal, [group["momentum"]])
         group.setdefault("initial_lr", group["lr"])
 
     def step(  # type: ignore[override]
@@ -148,21 +166,34 @@ class Zenith(RuleReadouts, SharesProcessGroup, Optimizer):
                 # Not a step: nothing to record or skip (decision 11).
                 self.last_step_finite = torch.ones_like(self.last_step_finite)
             else:
-                norm = global_grad_norm(
-                    grads,
-                    grad_norm,
-                    foreach=self.defaults["foreach"],
-                    mode=self._grad_norm_reduce,
-                    group=self._process_group,
-                )
-                finite = torch.isfinite(norm)
-                scale = self._rule.update(norm, finite)
+                scale, finite = self._record(groups, grads, grad_norm)
                 self.last_step_finite = finite
                 if self._use_fused():
                     self._fused_step(groups, scale, finite)
                 else:
                     self._float_step(groups, scale, finite)
         return loss
+
+    def _record(
+        self, groups: list[_GroupTensors], grads: list[Tensor], grad_norm: Tensor | float | None
+    ) -> tuple[Tensor, Tensor]:
+        """Reduce this step's norm(s), feed the rule its signal; the LR scale and finite flag."""
+        reduce = {
+            "foreach": self.defaults["foreach"],
+            "mode": self._grad_norm_reduce,
+            "group": self._process_group,
+        }
+        if self._signal == "grad_norm":
+            norm = global_grad_norm(grads, grad_norm, **reduce)
+            finite = torch.isfinite(norm)
+            return self._rule.update(norm, finite), finite
+        buffers = buffer_norm(self.param_groups, [bufs for _, _, bufs in groups], reduce["foreach"])
+        if buffers is None:  # the first step: no buffer yet, c_0 = 0 (decision 12)
+            buffers = torch.zeros((), device=grads[0].device)
+        norm, momentum_norm = global_norm_pair(grads, grad_norm, buffers, **reduce)
+        value = snr(norm, momentum_norm)
+        finite = torch.isfinite(norm) & torch.isfinite(value)
+        return self._rule.update(value, finite, grad_norm=norm), finite
 
     def __getstate__(self) -> dict[str, Any]:
         """torch's picklable state plus the rule, its settings and the process group."""
