@@ -174,6 +174,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nproc", type=int, default=2, help="ranks per run (torchrun)")
     parser.add_argument("--configs", default="configs/league/source", help="the source configs")
     parser.add_argument("--cache", default="runs/pretrained", help="where the runs are kept")
+    parser.add_argument(
+        "--results",
+        default=None,
+        help="also write the table (pretrain.md) and the records (pretrain.json) here, to commit",
+    )
     add_set_argument(parser, "override for every source run (repeatable; part of the cache key)")
     return parser
 
@@ -190,14 +195,26 @@ def main(argv: list[str] | None = None) -> int:
         }  # every config is checked before the first model trains
         log_dir = at_root(args.cache) / "logs"
         records = {m: ensure_pretrained(spec, log_dir) for m, spec in specs.items()}
-        print(
-            "| model | weights | best AP | final AP | iterations | wall s | last-quarter gain ",
-            end="",
-        )
-        print("| plateau |\n|---|---|---|---|---|---|---|---|")
-        for model, record in records.items():
-            print(summary_line(model, record))
+        table = summary_table(records)
+        print(table, end="")
+        if args.results is not None:
+            write_results(at_root(args.results), records, table)
     return 0
+
+
+def summary_table(records: dict[str, dict]) -> str:
+    """The Markdown table of the source models, one row each."""
+    head = "| model | weights | best AP | final AP | iterations | wall s | last-quarter gain "
+    head += "| plateau |\n|---|---|---|---|---|---|---|---|\n"
+    return head + "".join(summary_line(model, record) + "\n" for model, record in records.items())
+
+
+def write_results(folder: Path, records: dict[str, dict], table: str) -> None:
+    """pretrain.md (the table) and pretrain.json (every record) in `folder`, atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(records, indent=1, sort_keys=True) + "\n"
+    atomic_write_text(folder / "pretrain.json", text, "pretrain records")
+    atomic_write_text(folder / "pretrain.md", table, "pretrain table")
 
 
 if __name__ == "__main__":

@@ -105,3 +105,25 @@ def test_target_configs_fine_tune_from_their_source_checkpoint(tmp_path, model, 
     assert reinit == [f"{layer}.{p}" for layer in layers for p in ("weight", "bias")]
     kept = [k for k in ours if k not in reinit]
     assert all(torch.equal(ours[k], theirs[k]) for k in kept)  # running stats included
+
+
+def test_results_folder_gets_the_table_and_the_records(tmp_path):
+    records = {
+        "faster_rcnn_r18": {
+            "weights": "runs/pretrained/f/best.pth",
+            "best_AP": 0.58,
+            "final_AP": 0.57,
+            "iterations": 3072,
+            "seconds": 4600.0,
+            "last_quarter_gain": 0.06,
+            "plateaued": False,
+        }
+    }
+    table = pretrain.summary_table(records)
+    pretrain.write_results(tmp_path / "out", records, table)
+    assert json.loads((tmp_path / "out" / "pretrain.json").read_text()) == records
+    lines = (tmp_path / "out" / "pretrain.md").read_text().splitlines()
+    assert lines[2] == (
+        "| faster_rcnn_r18 | runs/pretrained/f/best.pth | 0.5800 | 0.5700 | 3072 | 4600 "
+        "| +0.0600 | no |"
+    )
