@@ -25,6 +25,7 @@ from league_runs import (
     lr_curve,
     norm_curve,
     run_records,
+    terms_curve,
     train_command,
 )
 from league_variants import VARIANTS
@@ -207,6 +208,7 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
         "curve": ap_curve(records),
         "lr_curve": lr_curve(records),
         "norm_curve": norm_curve(records),
+        "terms_curve": terms_curve(records),
     }
 
 

@@ -6,9 +6,10 @@
 For the finished ZENITH cells of one or more leagues (their results.json), per group (a dataset
 from scratch, or `<dataset>+pretrained`) and model: the window mean mu of the gradient norm and
 the ratio mu/Z it gives (eta_t = eta_0 mu / Z) at 10% and 90% of the run, mean over seeds, and
-whether mu rose or fell between them. Where a cell's run directory is still on disk its
-metrics.jsonl adds the raw gradient norm and each loss term at the same two points, the
-quantities that say what drives the norm.
+whether mu rose or fell between them. The raw gradient norm and each loss term at the same two
+points, the quantities that say what drives the norm, come from the cell's `terms_curve` in
+results.json or, for cells recorded before it was kept, from its run directory's metrics.jsonl
+while that is still on disk.
 
 Written: `<out>/mechanism.md` and `<out>/mechanism.png` (per group: the norm, raw and window
 mean, and the ratio against iteration, one line per seed; needs the `plot` extra).
@@ -28,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 
 from league_cells import cell_group, load_results  # noqa: E402
 from league_plots import PLOT_HINT  # noqa: E402
-from league_runs import at_root, is_finite, run_records  # noqa: E402
+from league_runs import at_root, run_records, terms_curve  # noqa: E402
 
 from zenith_det.errors import SetupError, exit_on_user_error  # noqa: E402
 
@@ -58,22 +59,18 @@ def zenith_cells(leagues: list[str], variants: list[str]) -> dict[str, list[dict
 
 
 def cell_series(cell: dict) -> dict[str, list]:
-    """A cell's curves: steps, mu and ratio (results.json), raw norm and losses (metrics.jsonl)."""
+    """A cell's curves: steps, mu and ratio (results.json), raw norm and losses (terms_curve)."""
     series: dict = {
         "seed": cell["seed"],
         "steps": [p[0] for p in cell["norm_curve"]],
         "mu": [p[1] for p in cell["norm_curve"]],
         "ratio": [p[2] for p in cell["norm_curve"]],
     }
-    train = [r for r in run_records(at_root(cell["run_dir"])) if r.get("type") == "train"]
-    if train:
-        series["norm_steps"] = [r["step"] for r in train if is_finite(r.get("grad_norm"))]
-        series["norm"] = [r["grad_norm"] for r in train if is_finite(r.get("grad_norm"))]
-        series["losses"] = {
-            name: [[r["step"], r[name]] for r in train if is_finite(r.get(name))]
-            for name in sorted(train[-1])
-            if name.startswith("loss")
-        }
+    terms = cell.get("terms_curve") or terms_curve(run_records(at_root(cell["run_dir"])))
+    if terms.get("grad_norm"):
+        series["norm_steps"] = [p[0] for p in terms["grad_norm"]]
+        series["norm"] = [p[1] for p in terms["grad_norm"]]
+    series["losses"] = {name: pairs for name, pairs in terms.items() if name.startswith("loss")}
     return series
 
 

@@ -86,6 +86,16 @@ def norm_curve(records: list[dict]) -> list[list[float]]:
     ]
 
 
+def terms_curve(records: list[dict]) -> dict[str, list[list[float]]]:
+    """{name: [[iterations so far, value], ...]} of the raw gradient norm and each loss term."""
+    # Kept in results.json so that the mechanism (benchmarks/league_mechanism.py) can say which
+    # loss terms move with the norm after the run directories are gone (runs/ is not committed).
+    train = [r for r in records if r.get("type") == "train"]
+    logged = train[-1] if train else {}
+    names = sorted(n for n in logged if n == "grad_norm" or n.startswith("loss"))
+    return {name: [[r["step"], r[name]] for r in train if is_finite(r.get(name))] for name in names}
+
+
 def is_finite(value: Any) -> bool:
     """Whether a metrics value is a finite float (NaN and inf come back as floats too)."""
     return isinstance(value, float) and math.isfinite(value)

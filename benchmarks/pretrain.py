@@ -177,7 +177,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--results",
         default=None,
-        help="also write the table (pretrain.md) and the records (pretrain.json) here, to commit",
+        help="also merge the records into pretrain.json here and write its table, pretrain.md",
     )
     add_set_argument(parser, "override for every source run (repeatable; part of the cache key)")
     return parser
@@ -196,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         log_dir = at_root(args.cache) / "logs"
         records = {m: ensure_pretrained(spec, log_dir) for m, spec in specs.items()}
         table = summary_table(records)
-        print(table, end="")
         if args.results is not None:
-            write_results(at_root(args.results), records, table)
+            table = write_results(at_root(args.results), records)
+        print(table, end="")
     return 0
 
 
@@ -209,12 +209,17 @@ def summary_table(records: dict[str, dict]) -> str:
     return head + "".join(summary_line(model, record) + "\n" for model, record in records.items())
 
 
-def write_results(folder: Path, records: dict[str, dict], table: str) -> None:
-    """pretrain.md (the table) and pretrain.json (every record) in `folder`, atomically."""
+def write_results(folder: Path, records: dict[str, dict]) -> str:
+    """Merge `records` into folder/pretrain.json (models not trained now are kept); the table."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(records, indent=1, sort_keys=True) + "\n"
-    atomic_write_text(folder / "pretrain.json", text, "pretrain records")
+    path = folder / "pretrain.json"
+    kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    merged = {**kept, **records}  # one session may pretrain one model, the next another
+    table = summary_table(merged)
+    text = json.dumps(merged, indent=1, sort_keys=True) + "\n"
+    atomic_write_text(path, text, "pretrain records")
     atomic_write_text(folder / "pretrain.md", table, "pretrain table")
+    return table
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def test_target_configs_fine_tune_from_their_source_checkpoint(tmp_path, model, 
     assert all(torch.equal(ours[k], theirs[k]) for k in kept)  # running stats included
 
 
-def test_results_folder_gets_the_table_and_the_records(tmp_path):
+def test_results_folder_gets_the_table_and_merges_the_records(tmp_path):
     records = {
         "faster_rcnn_r18": {
             "weights": "runs/pretrained/f/best.pth",
@@ -119,10 +119,14 @@ def test_results_folder_gets_the_table_and_the_records(tmp_path):
             "plateaued": False,
         }
     }
-    table = pretrain.summary_table(records)
-    pretrain.write_results(tmp_path / "out", records, table)
+    pretrain.write_results(tmp_path / "out", records)
     assert json.loads((tmp_path / "out" / "pretrain.json").read_text()) == records
+    mask = {**records["faster_rcnn_r18"], "weights": "runs/pretrained/m/best.pth"}
+    table = pretrain.write_results(tmp_path / "out", {"mask_rcnn_r18": mask})
+    merged = json.loads((tmp_path / "out" / "pretrain.json").read_text())
+    assert merged == {**records, "mask_rcnn_r18": mask}  # a later session adds, keeps the rest
     lines = (tmp_path / "out" / "pretrain.md").read_text().splitlines()
+    assert lines == table.splitlines() and len(lines) == 4
     assert lines[2] == (
         "| faster_rcnn_r18 | runs/pretrained/f/best.pth | 0.5800 | 0.5700 | 3072 | 4600 "
         "| +0.0600 | no |"
