@@ -133,7 +133,8 @@ def render_markdown(summary: dict[str, dict], command: str = "") -> str:
     lines.append(
         "Mean over seeds at 10% → 90% of each run's iterations. mu: the window mean of the "
         "global gradient norm; ratio: mu / Z, so eta_t = eta_0 x ratio; norm: the raw norm "
-        "at that log period (only where the run directory is still there)."
+        "at that log period (– for cells recorded before results.json kept it, once their run "
+        "directory is gone)."
     )
     lines += [
         "",
