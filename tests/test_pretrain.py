@@ -50,6 +50,14 @@ def test_cache_key_follows_config_ranks_and_generator(monkeypatch):
     assert pretrain.config_key(SOURCE, [], 2) != key
 
 
+def test_the_natural_source_is_another_model_of_the_same_classes():
+    natural = pretrain.source_config("configs/league/source_natural", "faster_rcnn_r18")
+    assert pretrain.config_key(natural, [], 2) != pretrain.config_key(SOURCE, [], 2)
+    ours, theirs = (load_config(ROOT / c) for c in (natural, SOURCE))
+    assert (ours.data.source, theirs.data.source) == ("natural_source", "shapes_source")
+    assert ours.model == theirs.model and ours.train == theirs.train  # only the images differ
+
+
 def test_source_spec_names_the_run_by_model_and_key():
     spec = pretrain.source_spec(SOURCE, "faster_rcnn_r18", 2, "runs/pretrained")
     key = pretrain.config_key(SOURCE, [], 2)

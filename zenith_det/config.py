@@ -41,7 +41,7 @@ UNSCHEDULED_OPTIMIZERS = (*ZENITH_OPTIMIZERS, "schedulefree_sgd")
 WARMUP_HISTORY = ("include", "exclude")  # optimizer.warmup_history
 SIGNALS = ("grad_norm", "momentum_snr")  # optimizer.signal
 # data.source: zenith_det.data.sources.SOURCES holds each one (a test checks they agree).
-DATA_SOURCES = ("deepforest_trees", "shapes_source", "shapes_target")
+DATA_SOURCES = ("deepforest_trees", "shapes_source", "shapes_target", "natural_source")
 SCHEDULES = ("none", "multistep", "cosine")
 EVAL_BACKENDS = ("pycocotools", "faster_coco_eval")
 GRAD_NORM_REDUCE = ("mean", "sum_squares")

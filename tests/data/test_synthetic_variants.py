@@ -21,6 +21,7 @@ from zenith_det.data.synthetic_variants import (
     VARIANTS,
     ensure_variant_dataset,
     generate_variant,
+    generator_record,
     keypoint_fields,
     num_classes,
 )
@@ -74,20 +75,48 @@ def _object_saturation(root: Path) -> float:
 
 
 def test_target_differs_from_the_source(sets: dict[str, Path]) -> None:
-    source, target = (load_coco(sets[n] / DEMO_LAYOUT["instances_train"]) for n in VARIANTS)
+    pair = ("shapes_source", "shapes_target")
+    source, target = (load_coco(sets[n] / DEMO_LAYOUT["instances_train"]) for n in pair)
     names = [{c["name"] for c in coco.dataset["categories"]} for coco in (source, target)]
     assert len(names[0]) == 9 and len(names[1]) == 5 and not names[0] & names[1]
     assert num_classes("shapes_source") != num_classes("shapes_target")
-    kinds = [keypoint_fields(n)["num_keypoints"] for n in VARIANTS]
+    kinds = [keypoint_fields(n)["num_keypoints"] for n in pair]
     assert kinds == [5, 7]  # another skeleton: the keypoint predictor must be re-initialised
     # Bright against pastel colours: the objects' pixels say so.
     assert (
         _object_saturation(sets["shapes_source"]) > _object_saturation(sets["shapes_target"]) + 0.15
     )
-    spec_source, spec_target = VARIANTS.values()
+    spec_source, spec_target = (VARIANTS[n] for n in pair)
     assert not set(spec_source.fills) & set(spec_target.fills)
     assert not set(spec_source.backgrounds) & set(spec_target.backgrounds)
     assert spec_source.num_train > 256  # more than the demo's 256 training images
+
+
+def _photo_statistics(root: Path) -> tuple[float, float]:
+    """Mean grey level and mean absolute difference between neighbouring pixels (train split)."""
+    greys = [np.asarray(Image.open(p).convert("L"), float) for p in sorted(root.glob("train/*"))]
+    level = float(np.mean([g.mean() for g in greys]))
+    grain = float(np.mean([np.abs(np.diff(g, axis=1)).mean() for g in greys]))
+    return level, grain
+
+
+def test_natural_source_is_brighter_and_finer_grained_than_shapes_source(
+    sets: dict[str, Path],
+) -> None:
+    # What it was made for: the tree tiles' grey mean is about 140 and their neighbouring pixels
+    # differ by about 32 levels; shapes_source's are about 90 and 12.
+    natural, shapes = (_photo_statistics(sets[n]) for n in ("natural_source", "shapes_source"))
+    assert natural[0] > shapes[0] + 25
+    assert natural[1] > shapes[1] + 5
+    assert VARIANTS["natural_source"].classes == VARIANTS["shapes_source"].classes
+    assert num_classes("natural_source") == num_classes("shapes_source")
+
+
+def test_later_looks_leave_the_first_sets_records_as_they_were() -> None:
+    # Cache keys of the source models include these records (benchmarks/pretrain.py).
+    for name in ("shapes_source", "shapes_target"):
+        assert "shadows" not in generator_record(name)
+    assert generator_record("natural_source")["shadows"] is True
 
 
 def test_ensure_generates_once_and_again_when_the_record_differs(

@@ -20,7 +20,14 @@ images            1024 train / 128 val, 96-192 px        256 train / 64 val, 112
 seed              1701                                   2024
 ================  =====================================  ====================================
 
-The layout under ``data.root`` is the demo's (``synthetic.DEMO_LAYOUT``): both sets have an
+``natural_source`` is a second source for Faster R-CNN: shapes_source's classes, counts and
+figure drawn in the looks of outdoor photographs (earthy greens, tans and greys; "foliage" and
+"mottled" fills, "terrain" and "undergrowth" backgrounds with pixel-scale grain; a soft shadow
+under every object; 128-192 px, 2-8 shapes per image, 0.5-1.4 x the demo's sizes; seed 1901).
+Its pixels' grey mean and neighbour difference are about 150 and 22 levels, against 91 and 12
+for shapes_source and 140 and 32 for the deepforest tree tiles.
+
+The layout under ``data.root`` is the demo's (``synthetic.DEMO_LAYOUT``): every set has an
 instances file (boxes and masks of every class) and a person_keypoints file (category 1, the
 figure or walker, with its keypoints). No crowds. ``GENERATOR.json`` records the parameters;
 a root whose record differs is generated again. Images are written first, ``GENERATOR.json``
@@ -40,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from zenith_det.data import shapes
 from zenith_det.data.shapes import Shape
@@ -86,24 +93,29 @@ class VariantSpec:
     scale: tuple[float, float]  # object size factor against the demo's
     image_size: tuple[int, int]  # each side drawn from [low, high]
     shapes_per_image: tuple[int, int]  # besides 0-2 figures
+    # Looks added after the first two sets; generator_record leaves them out at their defaults,
+    # so the records and cache keys of shapes_source and shapes_target stay what they were.
+    shadows: bool = False  # each object casts a soft shadow, as in aerial photographs
 
+
+SOURCE_CLASSES = (
+    "figure",
+    "ellipse",
+    "rectangle",
+    "triangle",
+    "pentagon",
+    "star",
+    "cross",
+    "arrow",
+    "crescent",
+)
 
 VARIANTS: dict[str, VariantSpec] = {
     "shapes_source": VariantSpec(
         seed=1701,
         num_train=1024,
         num_val=128,
-        classes=(
-            "figure",
-            "ellipse",
-            "rectangle",
-            "triangle",
-            "pentagon",
-            "star",
-            "cross",
-            "arrow",
-            "crescent",
-        ),
+        classes=SOURCE_CLASSES,
         palette="bright",
         fills=("solid", "stripes", "checks", "speckle"),
         backgrounds=("tint", "gradient", "stripes", "clutter"),
@@ -123,7 +135,27 @@ VARIANTS: dict[str, VariantSpec] = {
         image_size=(112, 176),
         shapes_per_image=(1, 3),
     ),
+    # The source's classes in the looks of outdoor photographs: bright, fine-grained textures
+    # everywhere, earthy colours and shadows. Made for the Faster R-CNN source, whose
+    # FrozenBatchNorm2d statistics and first stages carry over to deepforest_trees unchanged:
+    # shapes_source's dark, smooth images (pixel mean 94 against the tree tiles' 137) did not pay.
+    "natural_source": VariantSpec(
+        seed=1901,
+        num_train=1024,
+        num_val=128,
+        classes=SOURCE_CLASSES,
+        palette="earthy",
+        fills=("foliage", "mottled"),
+        backgrounds=("terrain", "undergrowth"),
+        scale=(0.5, 1.4),
+        image_size=(128, 192),
+        shapes_per_image=(2, 8),
+        shadows=True,
+    ),
 }
+
+
+_LATER_LOOKS = {"shadows": False}  # VariantSpec's later fields, at their defaults
 
 
 def num_classes(name: str) -> int:
@@ -142,7 +174,9 @@ def keypoint_fields(name: str) -> dict[str, Any]:
 
 def generator_record(name: str) -> dict[str, Any]:
     """The parameters GENERATOR.json records (and a cache key may include) for a set."""
-    return {"name": name, "version": GENERATOR_VERSION, **asdict(VARIANTS[name])}
+    spec = VARIANTS[name]
+    looks = {k: v for k, v in asdict(spec).items() if k not in _LATER_LOOKS or v != _LATER_LOOKS[k]}
+    return {"name": name, "version": GENERATOR_VERSION, **looks}
 
 
 # --- shapes -------------------------------------------------------------------------------------
@@ -341,6 +375,8 @@ def place(
 
 
 def _color(palette: str, rng: np.random.Generator) -> tuple[int, int, int]:
+    if palette == "earthy":
+        return _earthy_color(rng)
     hue = rng.random()
     if palette == "bright":  # the demo's
         saturation, value = rng.uniform(0.55, 1), rng.uniform(0.7, 1)
@@ -348,6 +384,49 @@ def _color(palette: str, rng: np.random.Generator) -> tuple[int, int, int]:
         saturation, value = rng.uniform(0.2, 0.45), rng.uniform(0.8, 1)
     red, green, blue = (int(c * 255) for c in colorsys.hsv_to_rgb(hue, saturation, value))
     return red, green, blue
+
+
+def _earthy_color(rng: np.random.Generator) -> tuple[int, int, int]:
+    # The colours of vegetation, soil and dead wood seen from above: greens, tans, greys.
+    family = rng.choice(["green", "tan", "grey"], p=[0.5, 0.3, 0.2])
+    if family == "green":
+        hsv = rng.uniform(0.18, 0.42), rng.uniform(0.25, 0.6), rng.uniform(0.35, 0.8)
+    elif family == "tan":
+        hsv = rng.uniform(0.06, 0.14), rng.uniform(0.2, 0.5), rng.uniform(0.45, 0.9)
+    else:
+        hsv = rng.random(), rng.uniform(0.0, 0.12), rng.uniform(0.55, 0.95)
+    red, green, blue = (int(c * 255) for c in colorsys.hsv_to_rgb(*hsv))
+    return red, green, blue
+
+
+def _fractal(rng: np.random.Generator, width: int, height: int, finest: int) -> np.ndarray:
+    """(H, W) noise in [0, 1] from octaves of 2 ... ``finest`` cells, each 0.6 x the last's weight.
+
+    Natural images have power at every scale; the sum of upsampled random grids is a cheap
+    stand-in for that spectrum.
+    """
+    total = np.zeros((height, width))
+    cells, weight = 2, 1.0
+    while cells <= finest:
+        grid = rng.random((cells, cells)).astype(np.float32)
+        total += weight * np.asarray(
+            Image.fromarray(grid, mode="F").resize((width, height), Image.BICUBIC), float
+        )
+        cells, weight = cells * 2, weight * 0.6
+    low, high = total.min(), total.max()
+    return (total - low) / max(high - low, 1e-6)
+
+
+def _textured(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """(H, W) values in [0, 1]: patches of every size plus the pixel-scale grain of leaves.
+
+    Aerial photographs change by about 32 grey levels from one pixel to the next (deepforest
+    tiles); upsampled grids alone are smooth at that scale, so half of this is per-pixel noise.
+    """
+    grain = Image.fromarray(rng.integers(0, 256, (height, width), dtype=np.uint8))
+    grain = np.asarray(grain.filter(ImageFilter.GaussianBlur(0.5)), float)
+    grain = (grain - grain.min()) / max(np.ptp(grain), 1e-6)
+    return 0.4 * _fractal(rng, width, height, 16) + 0.6 * grain
 
 
 def _coordinates(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -378,6 +457,11 @@ def fill(
         return base * (1 - 0.4 * checks)[..., None]
     if kind == "speckle":
         return base + rng.normal(0, 35, size=base.shape)
+    if kind == "foliage":  # fine leaf-like grain over the whole object
+        grain = _textured(rng, width, height)
+        return base * (0.35 + 1.2 * grain)[..., None]
+    if kind == "mottled":  # coarse light and dark patches
+        return base * (0.65 + 0.7 * _fractal(rng, width, height, 16))[..., None]
     if kind == "dots":
         xs, ys = _coordinates(width, height)
         pitch = rng.uniform(4, 7)
@@ -418,6 +502,15 @@ def background(kind: str, rng: np.random.Generator, width: int, height: int) -> 
         lines = (xs % pitch < 1.5) | (ys % pitch < 1.5)
         flat = rng.uniform(20, 90, size=3)
         canvas = np.broadcast_to(flat, (height, width, 3)) + 50 * lines[..., None]
+    elif kind == "terrain":  # two ground colours blended at every scale, lit from one side
+        near, far = (np.array(_earthy_color(rng), float) for _ in range(2))
+        blend = _fractal(rng, width, height, 32)[..., None]
+        grain = 0.6 + 0.8 * _textured(rng, width, height)
+        canvas = (near * (1 - blend) + far * blend) * grain[..., None]
+    elif kind == "undergrowth":  # dense, fine-grained vegetation
+        green = np.array(_earthy_color(rng), float)
+        grain = _textured(rng, width, height)
+        canvas = green * (0.35 + 1.2 * grain)[..., None]
     else:  # "blotches": fine, dark, low-contrast patches
         canvas = _tint(rng, width, height, 12, 15, 100)
     return canvas + rng.normal(0, 10, size=canvas.shape)
@@ -441,12 +534,36 @@ def render(
     """JPEG bytes of the objects, each in its fill, over one of the set's backgrounds."""
     width, height = size
     canvas = background(str(rng.choice(spec.backgrounds)), rng, width, height)
+    if spec.shadows:
+        canvas *= _shadows([obj.mask for obj, _ in objects], rng)[..., None]
     for obj, kind in objects:
         canvas[obj.mask] = fill(kind, obj.color, rng, width, height)[obj.mask]
     canvas += rng.normal(0, 6, size=canvas.shape)
     buffer = io.BytesIO()
     Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def _shadows(masks: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """(H, W) brightness factors: every mask moved away from one sun, softened, 0.5 at its core."""
+    height, width = masks[0].shape if masks else (1, 1)
+    shade = np.zeros((height, width), bool)
+    turn, length = rng.uniform(0, 2 * math.pi), rng.uniform(3, 9)
+    dx, dy = round(length * math.cos(turn)), round(length * math.sin(turn))
+    for mask in masks:
+        moved = np.roll(mask, (dy, dx), axis=(0, 1))
+        # np.roll wraps around; a shadow falls off the image instead.
+        if dy > 0:
+            moved[:dy] = False
+        elif dy < 0:
+            moved[dy:] = False
+        if dx > 0:
+            moved[:, :dx] = False
+        elif dx < 0:
+            moved[:, dx:] = False
+        shade |= moved
+    soft = Image.fromarray(shade.astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(1.5))
+    return 1 - 0.5 * np.asarray(soft, float) / 255
 
 
 # --- the set on disk ----------------------------------------------------------------------------
