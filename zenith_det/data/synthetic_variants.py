@@ -24,8 +24,9 @@ seed              1701                                   2024
 figure drawn in the looks of outdoor photographs (earthy greens, tans and greys; "foliage" and
 "mottled" fills, "terrain" and "undergrowth" backgrounds with pixel-scale grain; a soft shadow
 under every object; 128-192 px, 2-8 shapes per image, 0.5-1.4 x the demo's sizes; seed 1901).
-Its pixels' grey mean and neighbour difference are about 150 and 22 levels, against 91 and 12
-for shapes_source and 140 and 32 for the deepforest tree tiles.
+Over 32 training images its grey mean is 144 and neighbouring pixels differ by 20.5 levels,
+against 90 and 12.5 for shapes_source and 138 and 27.9 for the deepforest tree tiles
+(``benchmarks/source_looks.py``).
 
 The layout under ``data.root`` is the demo's (``synthetic.DEMO_LAYOUT``): every set has an
 instances file (boxes and masks of every class) and a person_keypoints file (category 1, the
