@@ -17,6 +17,8 @@ normal fine-tuning path: `model.weights` = its best.pth, FrozenBatchNorm2d and 3
 stages, the class- and keypoint-count-dependent predictor tensors re-initialised. Those cells are
 `<out>/<dataset>+pretrained/<variant>_s<seed>` and get their own table; `--init scratch
 pretrained` runs both starts, and league.md then says whether the pretrained start paid.
+Source configs from another folder (`--source-configs configs/league/source_natural`) are
+another start: `<dataset>+pretrained-<folder name>`, beside the first in the same results.json.
 
 Resumable: `<out>/results.json` is rewritten atomically after every finished cell, and a cell
 found there is not run again. A cell that was interrupted is run again from scratch (its old run
@@ -158,11 +160,20 @@ def reproduce_command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
+def source_label(args: argparse.Namespace) -> str:
+    """ "" for the default source configs, else their folder's name (the cells' group says it)."""
+    if Path(args.source_configs) == Path(DEFAULTS["source_configs"]):
+        return ""
+    return Path(args.source_configs).name
+
+
 def run_league(args: argparse.Namespace) -> dict:
     """Train the cells results.json lacks, saving it after each; the summary of all of them."""
     out = at_root(args.out)
     results_path = out / "results.json"
-    cells = league_cells(args.datasets, args.variants, args.seeds, tuple(args.init))
+    cells = league_cells(
+        args.datasets, args.variants, args.seeds, tuple(args.init), source_label(args)
+    )
     specs = {c.key: cell_spec(args, c) for c in cells}
     done = with_curves(load_results(results_path))
     todo = pending_cells(cells, specs, done, str(results_path))

@@ -2,7 +2,9 @@
 
 A cell is one (dataset, variant, seed, start) run: `<out>/<group>/<variant>_s<seed>`, where the
 group is the dataset for a start from scratch and `<dataset>+pretrained` for a fine-tuning cell,
-whose `model.weights` is the cached source checkpoint of benchmarks/pretrain.py.
+whose `model.weights` is the cached source checkpoint of benchmarks/pretrain.py. A source from
+another folder than configs/league/source (`--source-configs`) makes its own group,
+`<dataset>+pretrained-<folder name>`, so both starts can share one results.json.
 """
 
 from __future__ import annotations
@@ -44,11 +46,14 @@ class Cell:
     variant: str
     seed: int
     init: str = "scratch"
+    source: str = ""  # pretrained cells: the source configs' folder name, "" for the default
 
     @property
     def group(self) -> str:
-        """The table the cell belongs to: its dataset, and how the model starts."""
-        return self.dataset if self.init == "scratch" else f"{self.dataset}+{self.init}"
+        """The table the cell belongs to: its dataset, and how (and from what) the model starts."""
+        if self.init == "scratch":
+            return self.dataset
+        return f"{self.dataset}+{self.init}" + (f"-{self.source}" if self.source else "")
 
     @property
     def key(self) -> str:
@@ -61,9 +66,16 @@ def league_cells(
     variants: list[str],
     seeds: list[int],
     inits: tuple[str, ...] = ("scratch",),
+    source: str = "",
 ) -> list[Cell]:
     """Every cell, variants innermost: a league stopped early has compared all on seed 0."""
-    return [Cell(d, v, s, i) for d in datasets for i in inits for s in seeds for v in variants]
+    return [
+        Cell(d, v, s, i, source if i == "pretrained" else "")
+        for d in datasets
+        for i in inits
+        for s in seeds
+        for v in variants
+    ]
 
 
 def config_path(args: argparse.Namespace, dataset: str, base: str) -> Path:
@@ -200,6 +212,8 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
     cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}
     if cell.init != "scratch":
         cell_id["init"] = cell.init  # from-scratch records stay as they always were
+    if cell.source:
+        cell_id["source"] = cell.source
     return {
         **cell_id,
         **spec,
@@ -215,5 +229,9 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
 def cell_group(record: dict) -> str:
     """The group (table) of a results.json record: as `Cell.group`."""
     return Cell(
-        record["dataset"], record["variant"], record["seed"], record.get("init", "scratch")
+        record["dataset"],
+        record["variant"],
+        record["seed"],
+        record.get("init", "scratch"),
+        record.get("source", ""),
     ).group

@@ -230,9 +230,9 @@ def start_lines(part: dict) -> list[str]:
 def pays_table(summary: dict) -> list[str]:
     """Lines comparing fine-tuned and from-scratch multistep on each dataset that has both."""
     pairs = [
-        (group, group.removesuffix("+pretrained"))
+        (group, group.split("+")[0])
         for group in summary
-        if group.endswith("+pretrained") and group.removesuffix("+pretrained") in summary
+        if "+pretrained" in group and group.split("+")[0] in summary
     ]
     rows = []
     for tuned, scratch in pairs:
@@ -242,7 +242,7 @@ def pays_table(summary: dict) -> list[str]:
         gain = a["final_AP"][0] - b["final_AP"][0]
         pays = "yes" if gain > 0 else "no"
         rows.append(
-            f"| {scratch} | {_pm(a['final_AP'], 4)} ({a['seeds']}) "
+            f"| {tuned} | {_pm(a['final_AP'], 4)} ({a['seeds']}) "
             f"| {_pm(b['final_AP'], 4)} ({b['seeds']}) | {gain:+.4f} | {pays} |"
         )
     if not rows:
@@ -253,7 +253,7 @@ def pays_table(summary: dict) -> list[str]:
     )
     lines += [
         "",
-        "| dataset | fine-tuned | from scratch | difference | pays |",
+        "| start | fine-tuned | from scratch | difference | pays |",
         "|---|---|---|---|---|",
     ]
     return lines + rows

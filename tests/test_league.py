@@ -320,6 +320,40 @@ def test_pretrained_cells_start_from_the_cached_source_model():
     assert command.endswith("--out runs/x --init scratch pretrained")
 
 
+def test_another_source_folder_makes_its_own_group_beside_the_first():
+    args = _args("--init", "pretrained", "--source-configs", "configs/league/source_natural")
+    label = league.source_label(args)
+    assert label == "source_natural" and league.source_label(_args()) == ""
+    cells = league_cells.league_cells(
+        ["deepforest_trees_ft"], ["multistep"], [0], ("scratch", "pretrained"), label
+    )
+    assert [c.key for c in cells] == [
+        "deepforest_trees_ft/multistep_s0",
+        "deepforest_trees_ft+pretrained-source_natural/multistep_s0",
+    ]
+    natural = league_cells.cell_spec(args, cells[1])
+    shapes = league_cells.cell_spec(
+        _args("--init", "pretrained"),
+        league_cells.Cell("deepforest_trees_ft", "multistep", 0, "pretrained"),
+    )
+    assert natural["overrides"][-1] != shapes["overrides"][-1]  # another source checkpoint
+    assert natural["overrides"][-1].startswith("model.weights=runs/pretrained/faster_rcnn_r18-")
+    record = {"dataset": "trees", "variant": "multistep", "seed": 0, "init": "pretrained"}
+    assert league_cells.cell_group({**record, "source": "source_natural"}) == (
+        "trees+pretrained-source_natural"
+    )
+    assert league_cells.cell_group(record) == "trees+pretrained"
+    # Both starts are tabled against the one from-scratch baseline.
+    cells = _finetune_cells()
+    for key in [k for k in cells if "+pretrained" in k]:
+        other = dict(cells[key], source="source_natural")
+        cells[key.replace("+pretrained", "+pretrained-source_natural")] = other
+    groups = ["trees", "trees+pretrained", "trees+pretrained-source_natural"]
+    text = league_tables.render_markdown(league_tables.summarize(cells, groups, ["multistep"]))
+    assert "| trees+pretrained | 0.3500" in text
+    assert "| trees+pretrained-source_natural | 0.3500" in text
+
+
 @pytest.mark.parametrize(
     "variant, expected",
     [
@@ -370,7 +404,9 @@ def test_finetune_tables_say_where_it_started_whether_it_plateaued_and_paid():
     assert "Fine-tuned from `runs/pretrained/f-abc/best.pth`." in text
     # evaluations at 10, 20, 30: 75% is 22.5, so the gain is 0.35 - 0.345 ... from 20 to 30
     assert "last quarter of its 30 iterations: +0.0050 AP (plateaued)" in text
-    assert "| trees | 0.3500 ± 0.0071 (2) | 0.3050 ± 0.0071 (2) | +0.0450 | yes |" in text
+    assert (
+        "| trees+pretrained | 0.3500 ± 0.0071 (2) | 0.3050 ± 0.0071 (2) | +0.0450 | yes |" in text
+    )
     only_scratch = league_tables.summarize(_finetune_cells(), ["trees"], ["multistep"])
     assert "Does the pretrained start pay?" not in league_tables.render_markdown(only_scratch)
 
