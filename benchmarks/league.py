@@ -162,7 +162,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 def source_label(args: argparse.Namespace) -> str:
     """ "" for the default source configs, else their folder's name (the cells' group says it)."""
-    if Path(args.source_configs) == Path(DEFAULTS["source_configs"]):
+    if at_root(args.source_configs).resolve() == at_root(DEFAULTS["source_configs"]).resolve():
         return ""
     return Path(args.source_configs).name
 

@@ -324,6 +324,8 @@ def test_another_source_folder_makes_its_own_group_beside_the_first():
     args = _args("--init", "pretrained", "--source-configs", "configs/league/source_natural")
     label = league.source_label(args)
     assert label == "source_natural" and league.source_label(_args()) == ""
+    absolute = _args("--source-configs", str(ROOT / "configs/league/source"))
+    assert league.source_label(absolute) == ""  # the default folder, however it is spelled
     cells = league_cells.league_cells(
         ["deepforest_trees_ft"], ["multistep"], [0], ("scratch", "pretrained"), label
     )
@@ -439,9 +441,12 @@ def test_tiny_finetuning_league_pretrains_once_then_trains_nothing(tmp_path):
     record = json.loads((run / "pretrain.json").read_text())
     assert record["weights"] == str(run / "best.pth") and (run / "best.pth").is_file()
     assert record["iterations"] == 2 and "plateaued" in record
-    cell = json.loads((out / "results.json").read_text())["cells"]["tiny+pretrained/zenith_s0"]
+    # A source folder of its own (not configs/league/source): its start is named after it.
+    group = "tiny+pretrained-source"
+    cell = json.loads((out / "results.json").read_text())["cells"][f"{group}/zenith_s0"]
     assert cell["init"] == "pretrained" and cell["overrides"][-1] == f"model.weights={run}/best.pth"
-    log = (out / "logs" / "tiny+pretrained_zenith_s0.log").read_text()
+    assert cell["source"] == "source"
+    log = (out / "logs" / f"{group}_zenith_s0.log").read_text()
     assert "re-initialised 4 tensors" in log
     assert f"Fine-tuned from `{run}/best.pth`." in (out / "league.md").read_text()
     # Run again: nothing trains, neither the source model nor the cell.
@@ -469,7 +474,7 @@ def test_tiny_finetuning_league_pretrains_once_then_trains_nothing(tmp_path):
     assert report.returncode == 0, report.stdout + report.stderr
     text = (out / "mechanism.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| tiny+pretrained"))
-    assert row.startswith("| tiny+pretrained (faster_rcnn_r18, 1 ep.) zenith | 1 |")
+    assert row.startswith(f"| {group} (faster_rcnn_r18, 1 ep.) zenith | 1 |")
     assert not row.endswith("| – |")  # the raw norm
     assert "loss_classifier" in text
     assert (out / "mechanism.png").read_bytes().startswith(b"\x89PNG")
