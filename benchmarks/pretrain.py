@@ -153,14 +153,14 @@ def ensure_pretrained(spec: dict, log_dir: Path) -> dict:
     return record
 
 
-def summary_line(model: str, record: dict) -> str:
-    """One Markdown table row of a source model."""
+def summary_line(name: str, record: dict) -> str:
+    """One Markdown table row of a source model (`name`: its run directory's)."""
     gain = record.get("last_quarter_gain")
     gain_text = "–" if gain is None else f"{gain:+.4f}"
     best, final = record.get("best_AP"), record.get("final_AP")
     aps = "–" if best is None else f"{best:.4f} | {final:.4f}"
     return (
-        f"| {model} | {record['weights']} | {aps} | {record.get('iterations')} "
+        f"| {name} | {record['config']} | {aps} | {record.get('iterations')} "
         f"| {record['seconds']:.0f} | {gain_text} | {'yes' if record.get('plateaued') else 'no'} |"
     )
 
@@ -194,7 +194,10 @@ def main(argv: list[str] | None = None) -> int:
             for m in args.models
         }  # every config is checked before the first model trains
         log_dir = at_root(args.cache) / "logs"
-        records = {m: ensure_pretrained(spec, log_dir) for m, spec in specs.items()}
+        # Keyed by run directory: one model may have sources from several config folders.
+        records = {
+            Path(spec["run_dir"]).name: ensure_pretrained(spec, log_dir) for spec in specs.values()
+        }
         table = summary_table(records)
         if args.results is not None:
             table = write_results(at_root(args.results), records)
@@ -204,17 +207,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary_table(records: dict[str, dict]) -> str:
     """The Markdown table of the source models, one row each."""
-    head = "| model | weights | best AP | final AP | iterations | wall s | last-quarter gain "
+    head = "| source model | config | best AP | final AP | iterations | wall s | last-quarter gain "
     head += "| plateau |\n|---|---|---|---|---|---|---|---|\n"
-    return head + "".join(summary_line(model, record) + "\n" for model, record in records.items())
+    return head + "".join(summary_line(name, record) + "\n" for name, record in records.items())
 
 
 def write_results(folder: Path, records: dict[str, dict]) -> str:
-    """Merge `records` into folder/pretrain.json (models not trained now are kept); the table."""
+    """Merge `records` into folder/pretrain.json (sources not trained now are kept); the table."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pretrain.json"
     kept = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    merged = {**kept, **records}  # one session may pretrain one model, the next another
+    merged = {**kept, **records}  # one session may pretrain one source, the next another
     table = summary_table(merged)
     text = json.dumps(merged, indent=1, sort_keys=True) + "\n"
     atomic_write_text(path, text, "pretrain records")

@@ -117,8 +117,9 @@ def test_target_configs_fine_tune_from_their_source_checkpoint(tmp_path, model, 
 
 def test_results_folder_gets_the_table_and_merges_the_records(tmp_path):
     records = {
-        "faster_rcnn_r18": {
-            "weights": "runs/pretrained/f/best.pth",
+        "faster_rcnn_r18-aaaa": {
+            "config": "configs/league/source/faster_rcnn_r18_multistep.yaml",
+            "weights": "runs/pretrained/faster_rcnn_r18-aaaa/best.pth",
             "best_AP": 0.58,
             "final_AP": 0.57,
             "iterations": 3072,
@@ -129,13 +130,18 @@ def test_results_folder_gets_the_table_and_merges_the_records(tmp_path):
     }
     pretrain.write_results(tmp_path / "out", records)
     assert json.loads((tmp_path / "out" / "pretrain.json").read_text()) == records
-    mask = {**records["faster_rcnn_r18"], "weights": "runs/pretrained/m/best.pth"}
-    table = pretrain.write_results(tmp_path / "out", {"mask_rcnn_r18": mask})
+    # The same model from another source folder is another record, not a replacement.
+    other = {
+        **records["faster_rcnn_r18-aaaa"],
+        "config": "configs/league/source_natural/faster_rcnn_r18_multistep.yaml",
+        "weights": "runs/pretrained/faster_rcnn_r18-bbbb/best.pth",
+    }
+    table = pretrain.write_results(tmp_path / "out", {"faster_rcnn_r18-bbbb": other})
     merged = json.loads((tmp_path / "out" / "pretrain.json").read_text())
-    assert merged == {**records, "mask_rcnn_r18": mask}  # a later session adds, keeps the rest
+    assert merged == {**records, "faster_rcnn_r18-bbbb": other}  # a later session adds
     lines = (tmp_path / "out" / "pretrain.md").read_text().splitlines()
     assert lines == table.splitlines() and len(lines) == 4
     assert lines[2] == (
-        "| faster_rcnn_r18 | runs/pretrained/f/best.pth | 0.5800 | 0.5700 | 3072 | 4600 "
-        "| +0.0600 | no |"
+        "| faster_rcnn_r18-aaaa | configs/league/source/faster_rcnn_r18_multistep.yaml "
+        "| 0.5800 | 0.5700 | 3072 | 4600 | +0.0600 | no |"
     )
