@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules,
 
 from league_cells import cell_group, load_results  # noqa: E402
 from league_plots import PLOT_HINT  # noqa: E402
-from league_runs import at_root, run_records, terms_curve  # noqa: E402
+from league_runs import at_root, is_term, run_records, terms_curve  # noqa: E402
 
 from zenith_det.errors import SetupError, exit_on_user_error  # noqa: E402
 
@@ -70,7 +70,7 @@ def cell_series(cell: dict) -> dict[str, list]:
     if terms.get("grad_norm"):
         series["norm_steps"] = [p[0] for p in terms["grad_norm"]]
         series["norm"] = [p[1] for p in terms["grad_norm"]]
-    series["losses"] = {name: pairs for name, pairs in terms.items() if name.startswith("loss")}
+    series["losses"] = {name: pairs for name, pairs in terms.items() if is_term(name)}
     return series
 
 
@@ -150,9 +150,18 @@ def render_markdown(summary: dict[str, dict], command: str = "") -> str:
         )
     loss_rows = [(label, part) for label, part in summary.items() if _losses(part)]
     if loss_rows:
-        lines += ["", "Loss terms at 10% → 90% of the run (mean over seeds):", ""]
+        lines += [
+            "",
+            "Loss terms at 10% → 90% of the run (mean over seeds), and for cells recorded since "
+            "they were logged, the positives the RPN (anchors) and the ROI heads (proposals) "
+            "sampled per image:",
+            "",
+        ]
         for label, part in loss_rows:
-            terms = ", ".join(f"{n} {_text(v)}" for n, v in _losses(part).items())
+            terms = ", ".join(
+                f"{n} {_text(v, 1 if n.endswith('_positives') else 3)}"
+                for n, v in _losses(part).items()
+            )
             lines.append(f"- {label}: {terms}")
     if command:
         lines += ["", f"Command: `{command}`"]
@@ -160,7 +169,7 @@ def render_markdown(summary: dict[str, dict], command: str = "") -> str:
 
 
 def _losses(part: dict) -> dict[str, list]:
-    return {n: v for n, v in part["at"].items() if n.startswith("loss")}
+    return {n: v for n, v in part["at"].items() if is_term(n)}
 
 
 def plot_mechanism(summary: dict[str, dict], out: Path) -> Path | None:

@@ -87,13 +87,19 @@ def norm_curve(records: list[dict]) -> list[list[float]]:
 
 
 def terms_curve(records: list[dict]) -> dict[str, list[list[float]]]:
-    """{name: [[iterations so far, value], ...]} of the raw gradient norm and each loss term."""
+    """{name: [[iterations so far, value], ...]} of the raw gradient norm, each loss term and the
+    positives the heads sampled per image (`zenith_det.sampling_stats`)."""
     # Kept in results.json so that the mechanism (benchmarks/league_mechanism.py) can say which
     # loss terms move with the norm after the run directories are gone (runs/ is not committed).
     train = [r for r in records if r.get("type") == "train"]
     logged = train[-1] if train else {}
-    names = sorted(n for n in logged if n == "grad_norm" or n.startswith("loss"))
+    names = sorted(n for n in logged if n == "grad_norm" or is_term(n))
     return {name: [[r["step"], r[name]] for r in train if is_finite(r.get(name))] for name in names}
+
+
+def is_term(name: str) -> bool:
+    """Whether a metrics field is a loss term or a count of sampled positives."""
+    return name.startswith("loss") or name.endswith("_positives")
 
 
 def is_finite(value: Any) -> bool:

@@ -468,6 +468,7 @@ def test_tiny_finetuning_league_pretrains_once_then_trains_nothing(tmp_path):
     # Item 5's report reads the finished ZENITH cell from results.json alone: its window, and the
     # raw norm and loss terms of terms_curve, as in a later session whose runs/ is gone.
     assert set(cell["terms_curve"]) >= {"grad_norm", "loss_classifier", "loss_objectness"}
+    assert set(cell["terms_curve"]) >= {"rpn_positives", "roi_positives"}
     shutil.rmtree(ROOT / cell["run_dir"])
     mechanism = [sys.executable, "benchmarks/league_mechanism.py", "--leagues", str(out)]
     report = subprocess.run(mechanism, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -476,5 +477,5 @@ def test_tiny_finetuning_league_pretrains_once_then_trains_nothing(tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| tiny+pretrained"))
     assert row.startswith(f"| {group} (faster_rcnn_r18, 1 ep.) zenith | 1 |")
     assert not row.endswith("| – |")  # the raw norm
-    assert "loss_classifier" in text
+    assert "loss_classifier" in text and "roi_positives" in text
     assert (out / "mechanism.png").read_bytes().startswith(b"\x89PNG")

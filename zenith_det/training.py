@@ -51,6 +51,7 @@ from zenith_det.metrics_log import MetricsWriter
 from zenith_det.models import build_model
 from zenith_det.resume_check import check_resume_compatible
 from zenith_det.run_dir import check_before_start
+from zenith_det.sampling_stats import SampledPositivesLogging
 from zenith_det.solver import Scheduler, build_optimizer, build_scheduler, optimizer_hooks
 from zenith_det.tensorboard_log import tensorboard_hooks
 
@@ -152,6 +153,7 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
     categories = run_categories(train_loader.dataset)
     _log_data_summary(train_loader.dataset, categories)
     model = build_model(cfg.model).to(info.device)  # same seed on every rank: same init
+    positives = SampledPositivesLogging(model)  # before DDP wraps it: the heads' samplers
     # From here each rank draws its own random numbers (RPN/ROI sampling).
     _seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic)
     epoch_iters = iters_per_epoch(cfg, train_loader)
@@ -177,7 +179,7 @@ def _build_job(cfg: Config, info: dist_utils.DistInfo, hooks: Sequence[Hook]) ->
         manager=ckpt.CheckpointManager(cfg.output_dir, cfg.train.keep_last),
         categories=categories,
         writer=writer,
-        hooks=optimizer_hooks(cfg, optimizer, scheduler) + list(hooks) + board,
+        hooks=optimizer_hooks(cfg, optimizer, scheduler) + [positives] + list(hooks) + board,
         show_progress=info.is_main,
     )
 
