@@ -12,7 +12,8 @@ results.json or, for cells recorded before it was kept, from its run directory's
 while that is still on disk.
 
 Written: `<out>/mechanism.md` and `<out>/mechanism.png` (per group: the norm, raw and window
-mean, and the ratio against iteration, one line per seed; needs the `plot` extra).
+mean, the ratio and, for cells that logged them, the positives sampled per image against
+iteration, one line per seed, four groups to a row; needs the `plot` extra).
 mu and the ratio come from results.json (`norm_curve`), so a league whose run directories are
 gone can still be read.
 """
@@ -20,6 +21,7 @@ gone can still be read.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 from importlib.util import find_spec
@@ -172,8 +174,12 @@ def _losses(part: dict) -> dict[str, list]:
     return {n: v for n, v in part["at"].items() if is_term(n)}
 
 
+PLOT_COLUMNS = 4  # groups per row of panels; more wrap onto further rows
+
+
 def plot_mechanism(summary: dict[str, dict], out: Path) -> Path | None:
-    """mechanism.png: per group, the norm (raw, window mean) and the ratio against iteration."""
+    """mechanism.png: per group, the norm (raw, window mean), the ratio and, where logged, the
+    sampled positives per image, against iteration; groups wrap after PLOT_COLUMNS."""
     if find_spec("matplotlib") is None:
         print(f"mechanism.png not written: plotting needs matplotlib: {PLOT_HINT}", flush=True)
         return None
@@ -182,23 +188,52 @@ def plot_mechanism(summary: dict[str, dict], out: Path) -> Path | None:
     matplotlib.use("Agg")  # files only; never needs a display
     import matplotlib.pyplot as plt
 
-    columns = max(len(summary), 1)
-    fig, axes = plt.subplots(2, columns, figsize=(6 * columns, 7), squeeze=False)
-    for column, (label, part) in enumerate(summary.items()):
-        top, bottom = axes[0][column], axes[1][column]
-        for index, one in enumerate(part["series"]):
-            color = plt.get_cmap("tab10").colors[index % 10]
-            if one.get("norm"):
-                top.plot(one["norm_steps"], one["norm"], color=color, alpha=0.3, linewidth=0.8)
-            top.plot(one["steps"], one["mu"], color=color, label=f"seed {one['seed']}")
-            bottom.plot(one["steps"], one["ratio"], color=color)
-        top.set(title=label, ylabel="gradient norm (faint: raw; line: window mean)")
-        bottom.set(xlabel="iteration", ylabel="ratio mu / Z", ylim=(0, 1.05))
-        top.legend(fontsize=7)
+    panels = 3 if any(_has_positives(part) for part in summary.values()) else 2
+    columns = min(max(len(summary), 1), PLOT_COLUMNS)
+    blocks = math.ceil(max(len(summary), 1) / columns)
+    fig, axes = plt.subplots(
+        panels * blocks, columns, figsize=(5.5 * columns, 3.2 * panels * blocks), squeeze=False
+    )
+    for index, (label, part) in enumerate(summary.items()):
+        block, column = divmod(index, columns)
+        group_axes = [axes[block * panels + row][column] for row in range(panels)]
+        _plot_group(plt, group_axes, label, part)
+    for index in range(len(summary), blocks * columns):  # the last row's empty places
+        block, column = divmod(index, columns)
+        for row in range(panels):
+            axes[block * panels + row][column].set_visible(False)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _plot_group(plt, axes: list, label: str, part: dict) -> None:
+    top, middle = axes[0], axes[1]
+    for index, one in enumerate(part["series"]):
+        color = plt.get_cmap("tab10").colors[index % 10]
+        if one.get("norm"):
+            top.plot(one["norm_steps"], one["norm"], color=color, alpha=0.3, linewidth=0.8)
+        top.plot(one["steps"], one["mu"], color=color, label=f"seed {one['seed']}")
+        middle.plot(one["steps"], one["ratio"], color=color)
+        if len(axes) > 2:
+            for name, style in (("roi_positives", "-"), ("rpn_positives", "--")):
+                pairs = one["losses"].get(name)
+                if pairs:
+                    axes[2].plot(*zip(*pairs, strict=True), color=color, linestyle=style)
+    top.set_title(label, fontsize=9)
+    top.set(ylabel="grad norm (faint: raw;\nline: window mean)")
+    middle.set(ylabel="ratio mu / Z", ylim=(0, 1.05))
+    top.legend(fontsize=7)
+    axes[-1].set(xlabel="iteration")
+    if len(axes) > 2:
+        axes[2].set(ylabel="positives per image\n(solid: ROI; dashed: RPN)")
+        if not _has_positives(part):
+            axes[2].text(0.5, 0.5, "not logged", ha="center", transform=axes[2].transAxes)
+
+
+def _has_positives(part: dict) -> bool:
+    return any(one["losses"].get("roi_positives") for one in part["series"])
 
 
 def get_args_parser() -> argparse.ArgumentParser:
