@@ -136,7 +136,8 @@ def render_markdown(summary: dict[str, dict], command: str = "") -> str:
         "Mean over seeds at 10% → 90% of each run's iterations. mu: the window mean of the "
         "global gradient norm; ratio: mu / Z, so eta_t = eta_0 x ratio; norm: the raw norm "
         "at that log period (– for cells recorded before results.json kept it, once their run "
-        "directory is gone)."
+        "directory is gone). For the momentum_snr variants (`*_snr*`) mu is the window mean of "
+        "that signal, not of the norm."
     )
     lines += [
         "",

@@ -75,15 +75,18 @@ def lr_curve(records: list[dict]) -> list[list[float]]:
     return [[r["step"], r.get("effective_lr", r["lr"])] for r in train]
 
 
+# The window mean a ZENITH run logs: of the gradient norm (the paper's rule) or, with
+# optimizer.signal=momentum_snr, of that signal (zenith_det/optim/momentum_snr.py).
+WINDOW_MEANS = ("grad_norm_window_mean", "momentum_snr_window_mean")
+
+
 def norm_curve(records: list[dict]) -> list[list[float]]:
     """ZENITH runs: [iterations so far, window mean mu, ratio mu/Z] at every log period."""
     # With warmup_history=exclude the window mean is NaN during the warm-up; until
     # the window is full, mu is the mean of the norms recorded so far and the ratio is 1.
-    return [
-        [r["step"], r["grad_norm_window_mean"], r["zenith_ratio"]]
-        for r in records
-        if r.get("type") == "train" and is_finite(r.get("grad_norm_window_mean"))
-    ]
+    train = [r for r in records if r.get("type") == "train"]
+    name = next((n for n in WINDOW_MEANS if any(n in r for r in train)), WINDOW_MEANS[0])
+    return [[r["step"], r[name], r["zenith_ratio"]] for r in train if is_finite(r.get(name))]
 
 
 def terms_curve(records: list[dict]) -> dict[str, list[list[float]]]:

@@ -281,6 +281,10 @@ def test_zenith_window_is_read_and_tabled(tmp_path):
     assert league_runs.norm_curve(league_runs.run_records(tmp_path)) == [
         [8, 3.0, 0.5]
     ]  # "nan": history not started yet
+    # The momentum_snr option logs its own window mean, which is then the window read.
+    snr = [{"type": "train", "step": 8, "momentum_snr_window_mean": 0.4, "zenith_ratio": 0.8}]
+    (tmp_path / "metrics.jsonl").write_text(json.dumps(snr[0]) + "\n")
+    assert league_runs.norm_curve(league_runs.run_records(tmp_path)) == [[8, 0.4, 0.8]]
     cells = _league_cells()
     for seed, mu in ((0, 2.0), (1, 4.0), (2, 3.0)):
         cells[f"demo/zenith_s{seed}"]["norm_curve"] = [[5, 8.0, 1.0], [25, mu, mu / 8.0]]
