@@ -211,9 +211,10 @@ def plot_mechanism(summary: dict[str, dict], out: Path) -> Path | None:
 
 def _plot_group(plt, axes: list, label: str, part: dict) -> None:
     top, middle = axes[0], axes[1]
+    snr = "_snr" in label  # its window holds the momentum-SNR signal, not the norm
     for index, one in enumerate(part["series"]):
         color = plt.get_cmap("tab10").colors[index % 10]
-        if one.get("norm"):
+        if one.get("norm") and not snr:
             top.plot(one["norm_steps"], one["norm"], color=color, alpha=0.3, linewidth=0.8)
         top.plot(one["steps"], one["mu"], color=color, label=f"seed {one['seed']}")
         middle.plot(one["steps"], one["ratio"], color=color)
@@ -223,7 +224,9 @@ def _plot_group(plt, axes: list, label: str, part: dict) -> None:
                 if pairs:
                     axes[2].plot(*zip(*pairs, strict=True), color=color, linestyle=style)
     top.set_title(label, fontsize=9)
-    top.set(ylabel="grad norm (faint: raw;\nline: window mean)")
+    top.set(
+        ylabel="momentum SNR, window mean" if snr else "grad norm (faint: raw;\nline: window mean)"
+    )
     middle.set(ylabel="ratio mu / Z", ylim=(0, 1.05))
     top.legend(fontsize=7)
     axes[-1].set(xlabel="iteration")
