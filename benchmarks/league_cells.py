@@ -181,20 +181,15 @@ def _launch(spec: dict) -> dict:
     return {key: spec.get(key) for key in ("config", "overrides", "nproc")}
 
 
-def _zenith(cell: dict) -> bool:
-    return cell.get("variant", "").startswith("zenith")
-
-
 def with_curves(cells: dict) -> dict:
     """Cells recorded before results.json kept these curves get them from their run directory."""
     for cell in cells.values():
-        if "lr_curve" in cell and (cell.get("norm_curve") or not _zenith(cell)):
+        if "lr_curve" in cell and "norm_curve" in cell:
             continue
         records = run_records(at_root(cell["run_dir"]))
         if records:
             cell.setdefault("lr_curve", lr_curve(records))
-            # An empty one may be a momentum_snr run's from before norm_curve read its window.
-            cell["norm_curve"] = cell.get("norm_curve") or norm_curve(records)
+            cell.setdefault("norm_curve", norm_curve(records))
     return cells
 
 

@@ -78,17 +78,14 @@ class SampledPositivesLogging(Hook):
         if not self.samplers:
             return {}
         taken = [sampler.take(loop.device) for sampler in self.samplers.values()]
-        counts = torch.stack(
-            [t for positives, images in taken for t in (positives, _scalar(images, loop.device))]
-        )
+        positives = torch.stack([count for count, _ in taken])
+        images = torch.tensor([n for _, n in taken], dtype=torch.float64, device=loop.device)
+        counts = torch.cat([positives, images])  # one all-reduce for both
         if is_distributed():
             torch.distributed.all_reduce(counts)
         host = counts.tolist()
+        heads = len(taken)
         return {
-            name: host[2 * i] / host[2 * i + 1] if host[2 * i + 1] else float("nan")
+            name: host[i] / host[heads + i] if host[heads + i] else float("nan")
             for i, name in enumerate(self.samplers)
         }
-
-
-def _scalar(value: int, device: torch.device) -> Tensor:
-    return torch.tensor(float(value), dtype=torch.float64, device=device)
