@@ -103,6 +103,15 @@ VARIANTS: dict[str, Variant] = {
         ("optimizer.warmup_history=exclude", "optimizer.signal=momentum_snr"),
         about="zenith_snr with warm-up norms excluded (the shipped handling)",
     ),
+    # Probes of why a pretrained start does not pay on the tree crowns (issue 17): a gentler
+    # fine-tuning LR, and every backbone stage trainable (BatchNorm stays frozen either way).
+    # From scratch the second is multistep itself: all stages train there already.
+    "multistep_lr_half": Variant("multistep", lr_scale=0.5, about="SGD multistep, LR x0.5"),
+    "multistep_all_stages": Variant(
+        "multistep",
+        ("model.trainable_backbone_layers=5",),
+        about="SGD multistep, all 5 backbone stages trainable",
+    ),
 }
 
 # The from-scratch league's main rows (the default of --variants).

@@ -386,6 +386,20 @@ def test_finetune_variants_resolve_on_the_target_configs(variant, expected):
     )
 
 
+def test_fine_tuning_probes_change_only_the_lr_or_the_trainable_stages():
+    args = _args("--epochs", "12")
+    cell = league_cells.Cell("deepforest_trees_ft", "multistep_lr_half", 0, "pretrained")
+    half = league_cells.cell_spec(args, cell)
+    cfg = load_config(ROOT / half["config"], half["overrides"])
+    assert (cfg.optimizer.lr, cfg.schedule.milestones) == (0.01, [8, 11])  # 24, 32 of 36
+    assert cfg.model.trainable_backbone_layers is None  # torchvision's 3 for a pretrained start
+    cell = league_cells.Cell("deepforest_trees_ft", "multistep_all_stages", 0, "pretrained")
+    every = league_cells.cell_spec(args, cell)
+    cfg = load_config(ROOT / every["config"], every["overrides"])
+    assert (cfg.optimizer.lr, cfg.model.trainable_backbone_layers) == (0.02, 5)
+    assert cfg.model.weights.startswith("runs/pretrained/faster_rcnn_r18-")
+
+
 def _finetune_cells() -> dict:
     cells = {}
     for init, aps in (("scratch", [0.10, 0.20, 0.30]), ("pretrained", [0.25, 0.34, 0.345])):
