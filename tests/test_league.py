@@ -356,8 +356,8 @@ def test_another_source_folder_makes_its_own_group_beside_the_first():
         cells[key.replace("+pretrained", "+pretrained-source_natural")] = other
     groups = ["trees", "trees+pretrained", "trees+pretrained-source_natural"]
     text = league_tables.render_markdown(league_tables.summarize(cells, groups, ["multistep"]))
-    assert "| trees+pretrained | 0.3500" in text
-    assert "| trees+pretrained-source_natural | 0.3500" in text
+    assert "| trees+pretrained | multistep | 0.3500" in text
+    assert "| trees+pretrained-source_natural | multistep | 0.3500" in text
 
 
 @pytest.mark.parametrize(
@@ -425,8 +425,20 @@ def test_finetune_tables_say_where_it_started_whether_it_plateaued_and_paid():
     # evaluations at 10, 20, 30: 75% is 22.5, so the gain is 0.35 - 0.345 ... from 20 to 30
     assert "last quarter of its 30 iterations: +0.0050 AP (plateaued)" in text
     assert (
-        "| trees+pretrained | 0.3500 ± 0.0071 (2) | 0.3050 ± 0.0071 (2) | +0.0450 | yes |" in text
+        "| trees+pretrained | multistep | 0.3500 ± 0.0071 (2) | 0.3050 ± 0.0071 (2) | +0.0450 "
+        "| yes (< 3 seeds) |" in text
     )
+    cells = _finetune_cells()
+    third = league_cells.Cell("trees", "multistep", 2, "scratch")
+    cells[third.key] = _cell("trees", "multistep", 2, [0.10, 0.20, 0.32])  # scratch: 0.31 mean
+    for seed in (0, 1, 2):
+        probe = _cell("trees", "multistep_lr_half", seed, [0.1, 0.2, 0.25])
+        probe["init"] = "pretrained"
+        cells[league_cells.Cell("trees", "multistep_lr_half", seed, "pretrained").key] = probe
+    groups, variants = ["trees", "trees+pretrained"], ["multistep", "multistep_lr_half"]
+    text = league_tables.render_markdown(league_tables.summarize(cells, groups, variants))
+    assert "| trees+pretrained | multistep_lr_half | 0.2500 ± 0.0000 (3) " in text
+    assert "| 0.3100 ± 0.0100 (3) | -0.0600 | no |" in text
     only_scratch = league_tables.summarize(_finetune_cells(), ["trees"], ["multistep"])
     assert "Does the pretrained start pay?" not in league_tables.render_markdown(only_scratch)
 
