@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 
 from league_cells import cell_group
-from league_variants import BASELINE
+from league_variants import BASELINE, FINETUNE_PROBES
 from pretrain import plateau
 
 TARGET_FRACTION = 0.95  # of the multistep baseline's mean final AP
@@ -231,7 +231,7 @@ PAYS_SEEDS = 3  # issue 17: a start counts as pretrained only if it pays over 3 
 
 
 def pays_table(summary: dict) -> list[str]:
-    """Fine-tuned multistep (and its probes, multistep_*) against from-scratch multistep."""
+    """Fine-tuned multistep (and its FINETUNE_PROBES) against from-scratch multistep."""
     pairs = [
         (group, group.split("+")[0])
         for group in summary
@@ -243,7 +243,7 @@ def pays_table(summary: dict) -> list[str]:
         if not (b and b["seeds"]):
             continue
         for variant, a in summary[tuned]["rows"].items():
-            if not (variant.split("_")[0] == BASELINE and a["seeds"]):
+            if not (variant in (BASELINE, *FINETUNE_PROBES) and a["seeds"]):
                 continue
             gain = a["final_AP"][0] - b["final_AP"][0]
             verdict = "yes" if gain > 0 else "no"

@@ -114,6 +114,10 @@ VARIANTS: dict[str, Variant] = {
     ),
 }
 
+# The multistep variants that ask why a start does or does not pay; league.md's "Does the
+# pretrained start pay?" tables them beside multistep itself.
+FINETUNE_PROBES = ("multistep_lr_half", "multistep_all_stages")
+
 # The from-scratch league's main rows (the default of --variants).
 MAIN_VARIANTS = [
     "zenith",
