@@ -5,7 +5,8 @@ of the final and best AP and of the wall time, the mean AP after each evaluation
 to reach 95% of the multistep baseline's mean final AP, the step size applied at each evaluation
 and, for ZENITH runs, its gradient-norm window. Fine-tuning groups add what their starts are
 judged by: whether multistep plateaued, and whether the pretrained start beat the one from
-scratch at the same budget.
+scratch at the same budget. Last, "When ZENITH pays off": per group, the ZENITH rows against
+multistep and the best optimizer that needs no schedule (the README's tables of that name).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import statistics
 
 from league_cells import cell_group
-from league_variants import BASELINE, FINETUNE_PROBES
+from league_variants import AUTOMATIC_ROWS, BASELINE, FINETUNE_PROBES, ZENITH_ROWS
 from pretrain import plateau
 
 TARGET_FRACTION = 0.95  # of the multistep baseline's mean final AP
@@ -204,6 +205,7 @@ def render_markdown(summary: dict, command: str = "") -> str:
         lines += lr_table(part["rows"])
         lines += norm_table(part["rows"])
     lines += pays_table(summary)
+    lines += verdict_table(summary)
     if command:
         lines += ["", f"Command: `{command}`"]
     return "\n".join(lines) + "\n"
@@ -266,3 +268,47 @@ def pays_table(summary: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     return lines + rows
+
+
+def verdict_rows(rows: dict) -> list[str]:
+    """The variants a group's verdict compares: ZENITH's, multistep, the best automatic one."""
+    automatic = [v for v in AUTOMATIC_ROWS if v in rows and rows[v]["seeds"]]
+    best = [max(automatic, key=lambda v: rows[v]["final_AP"][0])] if automatic else []
+    return [v for v in ZENITH_ROWS if v in rows] + [BASELINE] + best
+
+
+def verdict_table(summary: dict) -> list[str]:
+    """'When ZENITH pays off': per group, ZENITH's rows against multistep and the best automatic."""
+    lines = []
+    for group, part in summary.items():
+        rows = part["rows"]
+        base = rows.get(BASELINE)
+        if not (base and base["seeds"] and any(v in rows for v in ZENITH_ROWS)):
+            continue
+        for variant in verdict_rows(rows):
+            row = rows[variant]
+            if not row["seeds"]:
+                lines.append(f"| {group} | {variant} | 0 (+{row['diverged']} diverged) | | | | | |")
+                continue
+            gain = row["final_AP"][0] - base["final_AP"][0]
+            lines.append(
+                f"| {group} | {variant} | {row['seeds']} | {_pm(row['final_AP'], 4)} "
+                f"| {_pm(row['best_AP'], 4)} | {_reach_text(row, part['target'])} "
+                f"| {_pm(row['seconds'], 0)} | {gain:+.4f} |"
+            )
+    if not lines:
+        return []
+    head = [
+        "",
+        "## When ZENITH pays off",
+        "",
+        "Per group: the ZENITH rows, the tuned multistep schedule, and the best (by mean final "
+        "AP) of the optimizers that need neither milestones nor a decay schedule ("
+        + ", ".join(AUTOMATIC_ROWS)
+        + "). *vs multistep*: the difference of mean final AP.",
+        "",
+        "| group | variant | seeds | final AP | best AP | it. to 95% of multistep | wall s "
+        "| vs multistep |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    return head + lines

@@ -118,6 +118,11 @@ VARIANTS: dict[str, Variant] = {
 # pretrained start pay?" tables them beside multistep itself.
 FINETUNE_PROBES = ("multistep_lr_half", "multistep_all_stages")
 
+# The rows of league.md's "When ZENITH pays off": every ZENITH main row, and the optimizers that
+# need neither milestones nor a decay schedule, of which the table shows the best.
+ZENITH_ROWS = ("zenith", "zenith_warmup_exclude", "zenith_adamw")
+AUTOMATIC_ROWS = ("dadapt_sgd", "prodigy", "schedulefree_sgd")
+
 # The from-scratch league's main rows (the default of --variants).
 MAIN_VARIANTS = [
     "zenith",

@@ -109,6 +109,24 @@ def test_render_markdown():
     )
 
 
+def test_verdict_table_sets_zenith_against_multistep_and_the_best_automatic_optimizer():
+    cells = _league_cells()
+    cells["demo/schedulefree_sgd_s0"] = _cell("demo", "schedulefree_sgd", 0, [0.1, 0.2, 0.26])
+    cells["demo/dadapt_sgd_s0"] = _cell("demo", "dadapt_sgd", 0, [0.1, 0.2, 0.22])
+    variants = ["zenith", "multistep", "constant", "prodigy", "dadapt_sgd", "schedulefree_sgd"]
+    text = league_tables.render_markdown(league_tables.summarize(cells, ["demo"], variants))
+    verdict = text.split("## When ZENITH pays off")[1]
+    assert "| demo | zenith | 3 | 0.2533 ± 0.0451 | 0.2667 ± 0.0493 | 25 ± 7 (2/3) |" in verdict
+    assert "| -0.0467 |" in verdict  # zenith's mean final AP against multistep's 0.30
+    assert "| demo | multistep | 3 | 0.3000 ± 0.0200 |" in verdict and "| +0.0000 |" in verdict
+    # prodigy diverged, so the best automatic row is schedule-free SGD (0.26 > 0.22)
+    assert "| demo | schedulefree_sgd | 1 | 0.2600 ± 0.0000 |" in verdict
+    assert "dadapt_sgd |" not in verdict and "constant" not in verdict.split("|---|")[-1]
+    no_zenith = {k: c for k, c in cells.items() if c["variant"] != "zenith"}
+    summary = league_tables.summarize(no_zenith, ["demo"], variants)
+    assert "When ZENITH pays off" not in league_tables.render_markdown(summary)
+
+
 def test_plot_league_writes_png(tmp_path):
     pytest.importorskip("matplotlib")
     summary = league_tables.summarize(_league_cells(), ["demo"], ["zenith", "multistep", "prodigy"])
