@@ -34,6 +34,11 @@ the command that reproduces it are printed at the end. `--report-only` trains no
 the table and plot of the requested cells that results.json already holds (e.g. main rows with 3
 seeds next to ablations with 1).
 
+`--reuse OTHER/results.json` copies a missing cell from another league when that one was
+launched alike (the same config, overrides and ranks; the variant's name may differ), instead
+of training it again; the record keeps its run directory and says where it came from
+(`reused_from`), and league.md lists it.
+
 The step size is what the optimizer applied, read from the run's metrics.jsonl at every log
 period: `effective_lr` where the optimizer logs one (D-Adaptation's and Prodigy's d times lr,
 schedule-free's warmed-up lr), otherwise `lr` (SGD with its schedule, ZENITH's eta_t). Prodigy's
@@ -62,6 +67,7 @@ from league_cells import (  # noqa: E402
     league_cells,
     load_results,
     pending_cells,
+    reused_cells,
     run_cell,
     save_results,
     source_spec,
@@ -73,7 +79,7 @@ from league_tables import render_markdown, summarize  # noqa: E402
 from league_variants import MAIN_VARIANTS, VARIANTS  # noqa: E402
 
 from zenith_det.cli import add_set_argument  # noqa: E402
-from zenith_det.errors import exit_on_user_error  # noqa: E402
+from zenith_det.errors import SetupError, exit_on_user_error  # noqa: E402
 
 DEFAULTS = {
     "model": "faster_rcnn_r18",
@@ -134,6 +140,14 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: table and plot of the requested cells results.json holds",
     )
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        metavar="RESULTS_JSON",
+        help="other leagues' results.json: a missing cell launched there alike (config, "
+        "overrides, ranks) is copied instead of trained",
+    )
     add_set_argument(parser, "extra override for every run (repeatable)")
     return parser
 
@@ -155,6 +169,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     for name in ("source_configs", "pretrained_cache"):
         if getattr(args, name) != DEFAULTS[name]:
             parts += [f"--{name.replace('_', '-')}", getattr(args, name)]
+    if args.reuse:
+        parts += ["--reuse", *args.reuse]
     for override in args.overrides:
         parts += ["--set", override]
     return shlex.join(parts)
@@ -167,6 +183,13 @@ def source_label(args: argparse.Namespace) -> str:
     return Path(args.source_configs).name
 
 
+def _reuse_results(path: str) -> dict:
+    # A --reuse file that is not there is a typo, not an empty league.
+    if not at_root(path).is_file():
+        raise SetupError(f"--reuse {path}: no such file (expected another league's results.json)")
+    return load_results(at_root(path))
+
+
 def run_league(args: argparse.Namespace) -> dict:
     """Train the cells results.json lacks, saving it after each; the summary of all of them."""
     out = at_root(args.out)
@@ -177,6 +200,16 @@ def run_league(args: argparse.Namespace) -> dict:
     specs = {c.key: cell_spec(args, c) for c in cells}
     done = with_curves(load_results(results_path))
     todo = pending_cells(cells, specs, done, str(results_path))
+    others = {path: _reuse_results(path) for path in args.reuse}
+    reused = reused_cells(todo, specs, others)
+    if reused:
+        print(
+            "[league] reused, launched alike: "
+            + ", ".join(f"{key} <- {record['reused_from']}" for key, record in reused.items())
+        )
+        done.update(with_curves(reused))
+        save_results(results_path, done)
+        todo = [c for c in todo if c.key not in reused]
     print(f"[league] {len(cells) - len(todo)} of {len(cells)} cells done, {len(todo)} to run")
     if args.report_only:
         if todo:
@@ -199,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     with exit_on_user_error():
         summary = run_league(args)
         out = at_root(args.out)
+        out.mkdir(parents=True, exist_ok=True)  # --report-only of a league not started yet
         command = reproduce_command(args)
         markdown = render_markdown(summary, command)
         (out / "league.md").write_text(markdown, encoding="utf-8")

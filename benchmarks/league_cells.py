@@ -176,6 +176,28 @@ def pending_cells(
     return todo
 
 
+def reused_cells(todo: list[Cell], specs: dict[str, dict], others: dict[str, dict]) -> dict:
+    """Records for pending cells from other leagues' results.json ({path: cells}) launched alike.
+
+    A record is taken only when its config, overrides and ranks equal the cell's (the variant's
+    name may differ: `multistep_all_stages` is `multistep` with one more `--set`), so it is the
+    run this league would have trained; it keeps its run directory and says where it came from.
+    """
+    found = {}
+    for cell in todo:
+        want = _launch(specs[cell.key])
+        for path, cells in others.items():
+            match = next((k for k, r in sorted(cells.items()) if _launch(r) == want), None)
+            if match is not None:
+                found[cell.key] = {
+                    **cells[match],
+                    **_cell_id(cell),
+                    "reused_from": f"{path}: {match}",
+                }
+                break
+    return found
+
+
 def _launch(spec: dict) -> dict:
     # What decides a cell's result; the run directory may move with --out.
     return {key: spec.get(key) for key in ("config", "overrides", "nproc")}
@@ -209,13 +231,8 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
             "(the league stops; finished cells are kept in results.json)"
         )
     records = run_records(at_root(spec["run_dir"]))
-    cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}
-    if cell.init != "scratch":
-        cell_id["init"] = cell.init  # from-scratch records stay as they always were
-    if cell.source:
-        cell_id["source"] = cell.source
     return {
-        **cell_id,
+        **_cell_id(cell),
         **spec,
         "status": status,
         "seconds": seconds,
@@ -224,6 +241,16 @@ def run_cell(cell: Cell, spec: dict, log_dir: Path) -> dict:
         "norm_curve": norm_curve(records),
         "terms_curve": terms_curve(records),
     }
+
+
+def _cell_id(cell: Cell) -> dict:
+    # The fields of a record that name its cell (Cell's fields, as results.json keeps them).
+    cell_id = {"dataset": cell.dataset, "variant": cell.variant, "seed": cell.seed}
+    if cell.init != "scratch":
+        cell_id["init"] = cell.init  # from-scratch records stay as they always were
+    if cell.source:
+        cell_id["source"] = cell.source
+    return cell_id
 
 
 def cell_group(record: dict) -> str:

@@ -113,6 +113,13 @@ def summarize(cells: dict, groups: list[str], variants: list[str]) -> dict:
         starts = sorted({_weights(c) for c in mine} - {None})
         if starts:
             out[group]["starts"] = starts
+        reused = {
+            k: c["reused_from"]
+            for k, c in cells.items()
+            if "reused_from" in c and cell_group(c) == group
+        }
+        if reused:
+            out[group]["reused"] = dict(sorted(reused.items()))
     return out
 
 
@@ -202,6 +209,7 @@ def render_markdown(summary: dict, command: str = "") -> str:
         lines.append("|---|---|---|---|---|---|---|")
         lines += [markdown_row(v, row, target) for v, row in part["rows"].items()]
         lines += start_lines(part)
+        lines += reused_lines(part)
         lines += lr_table(part["rows"])
         lines += norm_table(part["rows"])
     lines += pays_table(summary)
@@ -227,6 +235,14 @@ def start_lines(part: dict) -> list[str]:
             f"Multistep over the last quarter of its {base['curve_steps'][-1]} iterations: {text}."
         )
     return lines
+
+
+def reused_lines(part: dict) -> list[str]:
+    """The group's cells copied from another league (`--reuse`), each with where it came from."""
+    if "reused" not in part:
+        return []
+    copied = "; ".join(f"`{key}` from `{origin}`" for key, origin in part["reused"].items())
+    return ["", f"Copied, not trained here (launched alike: config, overrides, ranks): {copied}."]
 
 
 PAYS_SEEDS = 3  # issue 17: a start counts as pretrained only if it pays over 3 seeds

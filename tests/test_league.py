@@ -283,6 +283,39 @@ def test_report_only_trains_nothing_and_tables_what_is_there(tmp_path, capsys):
     assert not (tmp_path / "demo").exists() and not (tmp_path / "logs").exists()
 
 
+def test_reuse_copies_only_a_cell_launched_alike_and_says_so(tmp_path, capsys):
+    # Another league ran `multistep_all_stages` = `multistep` + one --set: the same launch.
+    other, out = tmp_path / "other", tmp_path / "out"
+    argv = ["--datasets", "demo", "--epochs", "8"]
+    args = league.get_args_parser().parse_args([*argv, "--out", str(other)])
+    argv += ["--set", "model.trainable_backbone_layers=5"]
+    alike = league_cells.Cell("demo", "multistep_all_stages", 1)
+    wider = league_cells.Cell("demo", "multistep_all_stages", 0)  # with AMP: another launch
+    records = {
+        c.key: {**_cell("demo", c.variant, c.seed, [0.1, 0.3]), **league_cells.cell_spec(args, c)}
+        for c in (alike, wider)
+    }
+    records[wider.key]["overrides"] = [*records[wider.key]["overrides"], "train.amp=true"]
+    league_cells.save_results(other / "results.json", records)
+    argv = ["--variants", "multistep", "--seeds", "0", "1", "--out", str(out), *argv]
+    reuse = ["--reuse", str(other / "results.json"), "--report-only"]
+    assert league.main([*argv, *reuse]) == 0
+    printed = capsys.readouterr().out
+    assert f"demo/multistep_s1 <- {other / 'results.json'}: demo/multistep_all_stages_s1" in printed
+    assert "1 of 2 cells done, 1 to run" in printed and "left out: demo/multistep_s0" in printed
+    copied = league_cells.load_results(out / "results.json")
+    assert list(copied) == ["demo/multistep_s1"]
+    assert copied["demo/multistep_s1"]["variant"] == "multistep"
+    assert copied["demo/multistep_s1"]["run_dir"] == records[alike.key]["run_dir"]
+    table = (out / "league.md").read_text()
+    assert "| multistep | 1 | 0.3000 ± 0.0000 |" in table
+    assert "Copied, not trained here" in table and "multistep_all_stages_s1" in table
+    assert "--reuse" in printed.split("Reproduce: ")[1]
+    with pytest.raises(SystemExit) as stopped:
+        league.main([*argv, "--reuse", str(tmp_path / "nope.json")])
+    assert stopped.value.code == 2 and "nope.json: no such file" in capsys.readouterr().err
+
+
 def test_zenith_window_is_read_and_tabled(tmp_path):
     records = [
         {
