@@ -102,7 +102,8 @@ def summarize(cells: dict, groups: list[str], variants: list[str]) -> dict:
     """
     out = {}
     for group in groups:
-        mine = [c for c in cells.values() if cell_group(c) == group]
+        in_group = {k: c for k, c in cells.items() if cell_group(c) == group}
+        mine = list(in_group.values())
         target = baseline_target(mine)
         rows = {}
         for variant in variants:
@@ -113,11 +114,7 @@ def summarize(cells: dict, groups: list[str], variants: list[str]) -> dict:
         starts = sorted({_weights(c) for c in mine} - {None})
         if starts:
             out[group]["starts"] = starts
-        reused = {
-            k: c["reused_from"]
-            for k, c in cells.items()
-            if "reused_from" in c and cell_group(c) == group
-        }
+        reused = {k: c["reused_from"] for k, c in in_group.items() if "reused_from" in c}
         if reused:
             out[group]["reused"] = dict(sorted(reused.items()))
     return out
