@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import socket
@@ -143,18 +144,28 @@ def train_ddp_steps(model: nn.Module, optimizer: Zenith, rows: slice) -> list[fl
     return lrs
 
 
+def _train_ddp_rank(rank: int) -> dict[str, Any]:
+    """Train the DDP-wrapped model on this rank's half of each batch; its LRs and params."""
+    model = nn.parallel.DistributedDataParallel(ddp_model())
+    optimizer = ddp_optimizer(model)
+    counter = _count_all_reduce()
+    lrs = train_ddp_steps(model, optimizer, slice(4 * rank, 4 * rank + 4))
+    params = [p.detach().clone() for p in model.module.parameters()]
+    return {"lrs": lrs, "params": params, "all_reduce_calls": counter["calls"]}
+
+
 def ddp_worker(rank: int, port: int, out_dir: str) -> None:
-    """Train the DDP-wrapped model on this rank's half of each batch; save LRs and params."""
+    """Run `_train_ddp_rank` on a 2-rank gloo group; save what it returns."""
     _init(rank, port)
     try:
-        model = nn.parallel.DistributedDataParallel(ddp_model())
-        optimizer = ddp_optimizer(model)
-        counter = _count_all_reduce()
-        lrs = train_ddp_steps(model, optimizer, slice(4 * rank, 4 * rank + 4))
+        result = _train_ddp_rank(rank)
     finally:
+        # DDP's reducer holds a reference to the process group. With the model collected here,
+        # destroy_process_group tears the group down; otherwise its gloo threads outlive it to
+        # interpreter exit, our best guess at the one SIGABRT of this test ("terminate called
+        # without an active exception", under load, 2026-12-04; not reproduced).
+        gc.collect()
         dist.destroy_process_group()
-    params = [p.detach().clone() for p in model.module.parameters()]
-    result = {"lrs": lrs, "params": params, "all_reduce_calls": counter["calls"]}
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
