@@ -18,6 +18,9 @@ def plot_league(summary: dict, out: Path) -> Path | None:
     if find_spec("matplotlib") is None:
         print(f"league.png not written: plotting needs matplotlib: {PLOT_HINT}", flush=True)
         return None
+    if not summary:
+        print("league.png not written: no finished cell to plot", flush=True)
+        return None
     import matplotlib
 
     matplotlib.use("Agg")  # files only; never needs a display

@@ -98,12 +98,15 @@ def _last_at(steps: list[int], values: list[float], step: int) -> float | None:
 def summarize(cells: dict, groups: list[str], variants: list[str]) -> dict:
     """{group: {"target": AP or None, "rows": {variant: summary}}} over the finished cells.
 
-    A group is a dataset (from scratch) or `<dataset>+pretrained` (fine-tuned): `Cell.group`.
+    A group is a dataset (from scratch) or `<dataset>+pretrained` (fine-tuned): `Cell.group`;
+    a group without any finished cell is left out.
     """
     out = {}
     for group in groups:
         in_group = {k: c for k, c in cells.items() if cell_group(c) == group}
         mine = list(in_group.values())
+        if not mine:
+            continue  # none of its cells has run yet (e.g. fine-tuning before its source)
         target = baseline_target(mine)
         rows = {}
         for variant in variants:

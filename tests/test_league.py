@@ -93,6 +93,16 @@ def test_summarize_without_baseline_and_with_divergence():
     assert part["rows"]["prodigy"] == {"seeds": 0, "diverged": 1}
 
 
+def test_a_group_without_finished_cells_is_left_out_of_tables_and_plot(tmp_path: Path):
+    summary = league_tables.summarize(
+        _league_cells(), ["demo", "demo+pretrained"], ["zenith", "multistep"]
+    )
+    assert list(summary) == ["demo"]
+    assert "## demo+pretrained" not in league_tables.render_markdown(summary)
+    assert league_plots.plot_league({}, tmp_path / "league.png") is None
+    assert not (tmp_path / "league.png").exists()
+
+
 def test_render_markdown():
     summary = league_tables.summarize(
         _league_cells(), ["demo"], ["zenith", "multistep", "constant", "prodigy"]
