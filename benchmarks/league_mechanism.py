@@ -33,7 +33,9 @@ from league_cells import cell_group, load_results  # noqa: E402
 from league_plots import PLOT_HINT  # noqa: E402
 from league_runs import at_root, is_term, run_records, terms_curve  # noqa: E402
 
+from zenith_det.config import load_config  # noqa: E402
 from zenith_det.errors import SetupError, exit_on_user_error  # noqa: E402
+from zenith_det.optim.momentum_snr import DEFAULT_SIGNAL  # noqa: E402
 
 FRACTIONS = (0.1, 0.9)  # of a run's iterations
 
@@ -58,6 +60,17 @@ def zenith_cells(leagues: list[str], variants: list[str]) -> dict[str, list[dict
                 label = f"{cell_group(cell)} ({model_name(cell)}, {length} ep.) {cell['variant']}"
                 found.setdefault(label, []).append(cell)
     return found
+
+
+def window_signal(cell: dict) -> str:
+    """What a cell's window recorded: its last `optimizer.signal=` override, else its config's."""
+    for override in reversed(cell.get("overrides", [])):
+        key, _, value = override.partition("=")
+        if key.strip() == "optimizer.signal":
+            return value.strip()
+    config = at_root(cell["config"])
+    # A league read in another checkout may lack the config; its cells then used the default.
+    return load_config(config).optimizer.signal if config.is_file() else DEFAULT_SIGNAL
 
 
 def cell_series(cell: dict) -> dict[str, list]:
@@ -109,7 +122,8 @@ def summarize_label(cells: list[dict]) -> dict:
     for name in names:
         pairs = [s[name] for s in per_seed]
         means[name] = [_mean([p[i] for p in pairs]) for i in range(len(FRACTIONS))]
-    return {"seeds": len(cells), "at": means, "series": series}
+    signal = window_signal(cells[0])  # one variant per label, so one signal
+    return {"seeds": len(cells), "at": means, "series": series, "signal": signal}
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -136,8 +150,8 @@ def render_markdown(summary: dict[str, dict], command: str = "") -> str:
         "Mean over seeds at 10% → 90% of each run's iterations. mu: the window mean of the "
         "global gradient norm; ratio: mu / Z, so eta_t = eta_0 x ratio; norm: the raw norm "
         "at that log period (– for cells recorded before results.json kept it, once their run "
-        "directory is gone). For the momentum_snr variants (`*_snr*`) mu is the window mean of "
-        "that signal, not of the norm."
+        "directory is gone). For the cells whose window records `optimizer.signal` momentum_snr "
+        "(the `*_snr*` variants) mu is the window mean of that signal, not of the norm."
     )
     lines += [
         "",
@@ -211,7 +225,7 @@ def plot_mechanism(summary: dict[str, dict], out: Path) -> Path | None:
 
 def _plot_group(plt, axes: list, label: str, part: dict) -> None:
     top, middle = axes[0], axes[1]
-    snr = "_snr" in label  # its window holds the momentum-SNR signal, not the norm
+    snr = part["signal"] == "momentum_snr"  # its window holds that signal, not the norm
     for index, one in enumerate(part["series"]):
         color = plt.get_cmap("tab10").colors[index % 10]
         if one.get("norm") and not snr:

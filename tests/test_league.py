@@ -357,6 +357,23 @@ def test_zenith_window_is_read_and_tabled(tmp_path):
     assert "| zenith |" in window and "| multistep |" not in window
 
 
+def test_mechanism_tells_the_momentum_snr_window_by_its_config_not_its_name(tmp_path):
+    import league_mechanism
+
+    configs = ROOT / "configs/league/shapes_target"
+    zenith = {"config": str(configs / "keypoint_rcnn_r18_zenith.yaml"), "overrides": []}
+    # A dataset or variant name with "_snr" in it says nothing about the signal; the override does.
+    assert league_mechanism.window_signal({**zenith, "dataset": "cells_snr"}) == "grad_norm"
+    snr = {**zenith, "overrides": ["optimizer.signal=momentum_snr", "train.seed=0"]}
+    assert league_mechanism.window_signal(snr) == "momentum_snr"
+    # A config that sets the signal itself (through its _base_ files' chain), with no override.
+    child = {"_base_": [zenith["config"]], "optimizer": {"signal": "momentum_snr"}}
+    write_config(child, tmp_path / "snr.yaml")
+    assert league_mechanism.window_signal({"config": str(tmp_path / "snr.yaml")}) == "momentum_snr"
+    # A league read where its config is gone: the paper's signal, the default.
+    assert league_mechanism.window_signal({"config": str(tmp_path / "gone.yaml")}) == "grad_norm"
+
+
 def test_cell_status_knows_divergence_under_torchrun():
     stopped = "error: [rank 1] 20 consecutive non-finite steps up to iteration 60 (...)"
     assert league_runs.cell_status(0, "") == "ok"
