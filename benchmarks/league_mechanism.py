@@ -63,14 +63,17 @@ def zenith_cells(leagues: list[str], variants: list[str]) -> dict[str, list[dict
 
 
 def window_signal(cell: dict) -> str:
-    """What a cell's window recorded: its last `optimizer.signal=` override, else its config's."""
-    for override in reversed(cell.get("overrides", [])):
+    """What a cell's window recorded: `optimizer.signal` of its config with its overrides."""
+    overrides = cell.get("overrides", [])
+    config = at_root(cell["config"])
+    if config.is_file():
+        return load_config(config, overrides).optimizer.signal
+    # A league read in another checkout may lack the config: its last override, else the default.
+    for override in reversed(overrides):
         key, _, value = override.partition("=")
         if key.strip() == "optimizer.signal":
             return value.strip()
-    config = at_root(cell["config"])
-    # A league read in another checkout may lack the config; its cells then used the default.
-    return load_config(config).optimizer.signal if config.is_file() else DEFAULT_SIGNAL
+    return DEFAULT_SIGNAL
 
 
 def cell_series(cell: dict) -> dict[str, list]:

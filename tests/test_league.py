@@ -370,7 +370,9 @@ def test_mechanism_tells_the_momentum_snr_window_by_its_config_not_its_name(tmp_
     child = {"_base_": [zenith["config"]], "optimizer": {"signal": "momentum_snr"}}
     write_config(child, tmp_path / "snr.yaml")
     assert league_mechanism.window_signal({"config": str(tmp_path / "snr.yaml")}) == "momentum_snr"
-    # A league read where its config is gone: the paper's signal, the default.
+    # A league read where its config is gone: its override, else the paper's signal, the default.
+    gone = {"config": str(tmp_path / "gone.yaml"), "overrides": snr["overrides"]}
+    assert league_mechanism.window_signal(gone) == "momentum_snr"
     assert league_mechanism.window_signal({"config": str(tmp_path / "gone.yaml")}) == "grad_norm"
 
 
