@@ -34,6 +34,7 @@ from league_plots import PLOT_HINT  # noqa: E402
 from league_runs import at_root, is_term, run_records, terms_curve  # noqa: E402
 
 from zenith_det.config import load_config  # noqa: E402
+from zenith_det.config_loader import overrides_tree  # noqa: E402
 from zenith_det.errors import SetupError, exit_on_user_error  # noqa: E402
 from zenith_det.optim.momentum_snr import DEFAULT_SIGNAL  # noqa: E402
 
@@ -68,12 +69,8 @@ def window_signal(cell: dict) -> str:
     config = at_root(cell["config"])
     if config.is_file():
         return load_config(config, overrides).optimizer.signal
-    # A league read in another checkout may lack the config: its last override, else the default.
-    for override in reversed(overrides):
-        key, _, value = override.partition("=")
-        if key.strip() == "optimizer.signal":
-            return value.strip()
-    return DEFAULT_SIGNAL
+    # A league read in another checkout may lack the config: its overrides, else the default.
+    return overrides_tree(overrides).get("optimizer", {}).get("signal", DEFAULT_SIGNAL)
 
 
 def cell_series(cell: dict) -> dict[str, list]:

@@ -191,6 +191,17 @@ def test_overrides_apply_after_inheritance(tmp_path: Path) -> None:
     assert cfg.optimizer.lr == pytest.approx(1e-3)
 
 
+def test_overrides_alone_make_the_data_they_would_merge() -> None:
+    overrides = ["optimizer.signal=momentum_snr", "optimizer.betas=[0.9, 0.99]", "train.seed=2"]
+    data = config_loader.overrides_tree([*overrides, "optimizer.signal= grad_norm "])
+    # YAML reads each value, the last of one key wins, and no file's defaults appear.
+    optimizer = {"signal": "grad_norm", "betas": [0.9, 0.99]}
+    assert data == {"optimizer": optimizer, "train": {"seed": 2}}
+    assert config_loader.overrides_tree([]) == {}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        config_loader.overrides_tree(["optimizer.signal"])
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [

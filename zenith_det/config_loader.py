@@ -269,6 +269,14 @@ def load_tree(name: str, overrides: Sequence[str] = ()) -> Tree:
     return tree
 
 
+def overrides_tree(overrides: Sequence[str]) -> dict[str, Any]:
+    """The data that `--set KEY=VALUE` overrides make on their own, with no file beneath them."""
+    tree = Tree()
+    for text in overrides:
+        _apply_override(tree, text)
+    return tree.data
+
+
 class _Dumper(yaml.SafeDumper):
     """SafeDumper writing sections as blocks and lists inline (`betas: [0.9, 0.999]`)."""
 
