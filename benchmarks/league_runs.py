@@ -8,6 +8,8 @@ every run is started. The curves are read from the run's metrics.jsonl, once per
 from __future__ import annotations
 
 import math
+import os
+import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,20 @@ def train_command(spec: dict, resume: bool = False) -> list[str]:
     elif run_files(run_dir):
         cmd.append("--overwrite")
     return cmd
+
+
+def machine() -> str:
+    """This machine's CPU model and core count, as a cell's record keeps them."""
+    # Wall seconds depend on it, and so do a result's last bits (another CPU's kernels).
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass  # not Linux: platform's name is all there is
+    return f"{name}, {os.cpu_count()} cores"
 
 
 def cell_status(returncode: int, log_text: str) -> str | None:

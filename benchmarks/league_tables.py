@@ -5,13 +5,15 @@ of the final and best AP and of the wall time, the mean AP after each evaluation
 to reach 95% of the multistep baseline's mean final AP, the step size applied at each evaluation
 and, for ZENITH runs, its gradient-norm window. Fine-tuning groups add what their starts are
 judged by: whether multistep plateaued, and whether the pretrained start beat the one from
-scratch at the same budget. Last, "When ZENITH pays off": per group, the ZENITH rows against
-multistep and the best optimizer that needs no schedule (the README's tables of that name).
+scratch at the same budget. A group whose cells recorded their machine says which ran where.
+Last, "When ZENITH pays off": per group, the ZENITH rows against multistep and the best
+optimizer that needs no schedule (the README's tables of that name).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 
 from league_cells import cell_group
 from league_variants import AUTOMATIC_ROWS, BASELINE, FINETUNE_PROBES, ZENITH_ROWS
@@ -120,6 +122,9 @@ def summarize(cells: dict, groups: list[str], variants: list[str]) -> dict:
         reused = {k: c["reused_from"] for k, c in in_group.items() if "reused_from" in c}
         if reused:
             out[group]["reused"] = dict(sorted(reused.items()))
+        machines = Counter(c.get("machine", UNRECORDED) for c in mine)
+        if set(machines) != {UNRECORDED}:
+            out[group]["machines"] = dict(sorted(machines.items()))
     return out
 
 
@@ -210,6 +215,7 @@ def render_markdown(summary: dict, command: str = "") -> str:
         lines += [markdown_row(v, row, target) for v, row in part["rows"].items()]
         lines += start_lines(part)
         lines += reused_lines(part)
+        lines += machine_lines(part)
         lines += lr_table(part["rows"])
         lines += norm_table(part["rows"])
     lines += pays_table(summary)
@@ -243,6 +249,20 @@ def reused_lines(part: dict) -> list[str]:
         return []
     copied = "; ".join(f"`{key}` from `{origin}`" for key, origin in part["reused"].items())
     return ["", f"Copied, not trained here (launched alike: config, overrides, ranks): {copied}."]
+
+
+UNRECORDED = "not recorded"  # cells run before results.json kept the machine
+
+
+def machine_lines(part: dict) -> list[str]:
+    """Which machines the group's cells ran on, once any of its cells recorded one."""
+    if "machines" not in part:
+        return []
+    ran = "; ".join(
+        f"{name} ({count} cell{'' if count == 1 else 's'})"
+        for name, count in part["machines"].items()
+    )
+    return ["", f"Ran on: {ran}. Wall seconds compare only within one machine."]
 
 
 PAYS_SEEDS = 3  # issue 17: a start counts as pretrained only if it pays over 3 seeds

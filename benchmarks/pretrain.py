@@ -30,7 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its sibling modules, as a script
 
-from league_runs import ROOT, ap_curve, at_root, cell_status, run_records, train_command  # noqa: E402
+from league_runs import (  # noqa: E402
+    ROOT,
+    ap_curve,
+    at_root,
+    cell_status,
+    machine,
+    run_records,
+    train_command,
+)
 
 from zenith_det.cli import add_set_argument  # noqa: E402
 from zenith_det.config import config_to_dict, load_config  # noqa: E402
@@ -136,6 +144,7 @@ def train_source(spec: dict, log_dir: Path) -> dict:
         "final_AP": curve[-1][2] if curve else None,
         "iterations": curve[-1][1] if curve else None,
         "seconds": seconds,  # this invocation's; a resumed run's earlier part is not in it
+        "machine": machine(),
         "resumed": resumed,
         **plateau(curve),
     }

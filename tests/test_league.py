@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -117,6 +118,20 @@ def test_render_markdown():
     assert "n/a (no multistep run)" in league_tables.render_markdown(
         league_tables.summarize(no_base, ["demo"], ["zenith"])
     )
+
+
+def test_a_group_says_which_machines_its_cells_ran_on_once_any_recorded_one():
+    cells = _league_cells()
+    text = league_tables.render_markdown(league_tables.summarize(cells, ["demo"], ["zenith"]))
+    assert "Ran on:" not in text  # results from before cells kept their machine
+    cells["demo/zenith_s0"]["machine"] = "AMD EPYC, 2 cores"
+    text = league_tables.render_markdown(league_tables.summarize(cells, ["demo"], ["zenith"]))
+    assert "Ran on: AMD EPYC, 2 cores (1 cell); not recorded (7 cells)" in text
+
+
+def test_machine_names_the_cpu_and_its_cores():
+    name, cores = league_runs.machine().rsplit(", ", 1)
+    assert name and cores == f"{os.cpu_count()} cores"
 
 
 def test_verdict_table_sets_zenith_against_multistep_and_the_best_automatic_optimizer():
@@ -240,6 +255,7 @@ def test_tiny_league_end_to_end_then_nothing_to_run(tmp_path):
     cell = results["tiny/zenith_s0"]
     assert cell["status"] == "ok" and len(cell["curve"]) == 1 and cell["curve"][0][1] == 2
     assert "lr_curve" in cell  # the step sizes travel with the results
+    assert cell["machine"] == league_runs.machine()
     table = (out / "league.md").read_text()
     assert "| zenith | 1 |" in table and "n/a (no multistep run)" in table
     assert "Reproduce: python benchmarks/league.py --datasets tiny" in first.stdout
@@ -552,6 +568,7 @@ def test_tiny_finetuning_league_pretrains_once_then_trains_nothing(tmp_path):
     record = json.loads((run / "pretrain.json").read_text())
     assert record["weights"] == str(run / "best.pth") and (run / "best.pth").is_file()
     assert record["iterations"] == 2 and "plateaued" in record
+    assert record["machine"] == league_runs.machine()
     # A source folder of its own (not configs/league/source): its start is named after it.
     group = "tiny+pretrained-source"
     cell = json.loads((out / "results.json").read_text())["cells"][f"{group}/zenith_s0"]
